@@ -1,0 +1,1 @@
+"""Shared logic for the skin-lesion-lab notebooks: data, models, training, evaluation."""
