@@ -1,0 +1,167 @@
+"""The ``skinlesion`` command: one small handler per subcommand, registered in :data:`SUBCOMMANDS`.
+
+To add a subcommand, write ``_configure_x(parser)`` and ``_x(args) -> int`` (or put them in their own module)
+and append a :class:`Subcommand` to the table. Heavy modules (TensorFlow, papermill, pandas) are imported
+inside the handlers so that ``skinlesion --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from helpers import config
+from helpers.errors import SkinLesionError
+
+ERROR_EXIT_CODE = 2
+"""Exit status for an expected, explained failure (a :class:`SkinLesionError`), like argparse usage errors."""
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """A subcommand: its name, one-line help, how it adds its arguments, and its handler."""
+
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    handler: Callable[[argparse.Namespace], int]
+
+
+def _configure_run(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "notebooks", nargs="*", metavar="NOTEBOOK", help="e.g. 01, 01-eda or a path (default: all)"
+    )
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="override a notebook parameter; VALUE is a YAML literal: 3, 0.5, true, '[0.001, 0.01]'",
+    )
+    parser.add_argument(
+        "-f",
+        "--config",
+        type=Path,
+        default=None,
+        metavar="CONFIG.yaml",
+        help="run configuration (default: configs/ham10000.yaml with real data, else configs/demo.yaml)",
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from helpers.notebook_params import parse_literal
+    from helpers.runner import run_notebooks
+
+    overrides = {name: parse_literal(value) for name, value in args.parameter}
+    run_dir = run_notebooks(args.notebooks, config_file=args.config, overrides=overrides)
+    print(f"Executed notebooks are in {run_dir}")
+    return 0
+
+
+def _configure_download(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dest", type=Path, default=config.DATA_DIR / "HAM10000", help="target folder")
+    parser.add_argument("--server", default=None, metavar="URL", help="Dataverse server (default: Harvard)")
+
+
+def _download(args: argparse.Namespace) -> int:
+    from helpers.download import download_ham10000
+
+    options = {"server": args.server} if args.server else {}
+    print(f"HAM10000 is ready in {download_ham10000(args.dest, **options)}")
+    return 0
+
+
+def _configure_demo_data(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dest", type=Path, default=config.DEMO_DIR, help="target folder")
+
+
+def _demo_data(args: argparse.Namespace) -> int:
+    from helpers.demo_data import make_demo_dataset
+
+    print(f"SYNTHETIC demo dataset ready in {make_demo_dataset(args.dest)}")
+    return 0
+
+
+def _configure_split(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-root", default="auto", help="'auto' (real data, else demo), 'demo', or a folder"
+    )
+    parser.add_argument(
+        "--name", default=None, help="split name (default: lesion_seed<SEED>; demo_ is prefixed on demo data)"
+    )
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--val-fraction", type=float, default=0.15)
+    parser.add_argument("--test-fraction", type=float, default=0.15)
+
+
+def _split(args: argparse.Namespace) -> int:
+    from helpers.data_source import resolve_data_root
+    from helpers.ham10000 import load_ham10000
+    from helpers.notebook_params import data_scoped
+    from helpers.splits import check_no_lesion_leak, load_or_create_split, split_path, split_summary
+
+    source = resolve_data_root(args.data_root)
+    frame = load_ham10000(source.root)
+    pairs = _duplicate_pairs(source.root)
+    name = data_scoped(args.name or f"lesion_seed{args.seed}", source.is_demo)
+    split = load_or_create_split(
+        frame,
+        name,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
+        duplicate_pairs=pairs,
+    )
+    check_no_lesion_leak(split, pairs)
+    print(f"{source.description}\nSplit {split_path(name)} ({len(pairs)} duplicate pairs kept together):")
+    print(split_summary(split).to_string())
+    return 0
+
+
+def _duplicate_pairs(root: Path) -> list[tuple[str, str]]:
+    """The near-duplicate image pairs shipped with the dataset, or none when it has no such file."""
+    from helpers.ham10000 import DUPLICATES_FILE, load_duplicate_pairs
+
+    return load_duplicate_pairs(root / DUPLICATES_FILE) if (root / DUPLICATES_FILE).is_file() else []
+
+
+SUBCOMMANDS: list[Subcommand] = [
+    Subcommand("run", "execute notebooks with papermill into runs/", _configure_run, _run),
+    Subcommand("download", "download HAM10000 from Harvard Dataverse", _configure_download, _download),
+    Subcommand("demo-data", "generate the small SYNTHETIC demo dataset", _configure_demo_data, _demo_data),
+    Subcommand(
+        "split", "create (once) and show the lesion-level train/val/test split", _configure_split, _split
+    ),
+]
+
+
+def build_parser(subcommands: Sequence[Subcommand] = SUBCOMMANDS) -> argparse.ArgumentParser:
+    """The argument parser with one sub-parser per registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="skinlesion", description="Skin-lesion classification research tools."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for subcommand in subcommands:
+        sub = commands.add_parser(subcommand.name, help=subcommand.help, description=subcommand.help)
+        subcommand.configure(sub)
+        sub.set_defaults(handler=subcommand.handler)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the subcommand; a SkinLesionError prints its message (no traceback), exit 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except SkinLesionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return ERROR_EXIT_CODE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

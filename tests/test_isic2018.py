@@ -1,0 +1,87 @@
+"""ISIC 2018 Task 3 test-set loader on a generated seven-image copy (one image per class)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers.errors import DataError
+from helpers.images import write_image_rgb
+from helpers.isic2018 import DX_COLUMNS, GROUND_TRUTH_FILE, load_isic2018_test
+from helpers.validation import FRAME_COLUMNS, skip_report
+
+HEADER = "image," + ",".join(DX_COLUMNS)
+
+
+def _row(image_id: str, ones: tuple[int, ...]) -> str:
+    return ",".join([image_id, *("1.0" if column in ones else "0.0" for column in range(len(DX_COLUMNS)))])
+
+
+def _write_truth(path: Path, rows: list[str], header: str = HEADER) -> Path:
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+@pytest.fixture
+def isic_dir(tmp_path: Path) -> Path:
+    """Seven 16x16 JPEGs ISIC_0034524.. with the ground truth CSV beside them, class i on image i."""
+    folder = tmp_path / "ISIC2018_Task3_Test_Input"
+    rows = []
+    for index in range(len(DX_COLUMNS)):
+        image_id = f"ISIC_{34524 + index:07d}"
+        pixels = np.random.default_rng(index).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+        write_image_rgb(folder / f"{image_id}.jpg", pixels)
+        rows.append(_row(image_id, (index,)))
+    _write_truth(folder / GROUND_TRUTH_FILE, rows)
+    return folder
+
+
+def test_loads_with_csv_found_beside_images(isic_dir: Path) -> None:
+    frame = load_isic2018_test(isic_dir)
+    assert list(frame.columns) == list(FRAME_COLUMNS)
+    assert frame["dx"].tolist() == list(DX_COLUMNS.values())
+    assert frame["malignant"].tolist() == [1, 0, 1, 1, 0, 0, 0]
+    assert (frame["lesion_id"] == frame["image_id"]).all()
+    assert set(frame["source"]) == {"isic2018"}
+    assert frame["mask_path"].isna().all()
+
+
+def test_csv_elsewhere_by_path_or_folder(isic_dir: Path, tmp_path: Path) -> None:
+    truth_dir = tmp_path / "ISIC2018_Task3_Test_GroundTruth"
+    truth_dir.mkdir()
+    csv_path = (isic_dir / GROUND_TRUTH_FILE).rename(truth_dir / GROUND_TRUTH_FILE)
+    assert len(load_isic2018_test(isic_dir, csv_path)) == 7
+    assert len(load_isic2018_test(isic_dir, truth_dir)) == 7
+    with pytest.raises(DataError, match="found none"):
+        load_isic2018_test(isic_dir)
+
+
+def test_not_one_hot_rows_are_listed(isic_dir: Path) -> None:
+    _write_truth(isic_dir / GROUND_TRUTH_FILE, [_row("ISIC_0034524", (0, 1)), _row("ISIC_0034525", ())])
+    with pytest.raises(DataError, match="2 row.s. are not one-hot") as error:
+        load_isic2018_test(isic_dir)
+    assert "ISIC_0034524" in str(error.value) and "ISIC_0034525" in str(error.value)
+
+
+def test_missing_class_column(isic_dir: Path) -> None:
+    _write_truth(
+        isic_dir / GROUND_TRUTH_FILE, ["ISIC_0034524,1,0,0,0,0,0"], header=HEADER.replace(",VASC", "")
+    )
+    with pytest.raises(DataError, match="lacks column.s. VASC"):
+        load_isic2018_test(isic_dir)
+
+
+def test_missing_image_raises_or_is_skipped(isic_dir: Path) -> None:
+    (isic_dir / "ISIC_0034530.jpg").unlink()
+    with pytest.raises(DataError, match="ISIC_0034530: missing file"):
+        load_isic2018_test(isic_dir)
+    frame = load_isic2018_test(isic_dir, on_error="skip")
+    assert len(frame) == 6 and "vasc" not in set(frame["dx"])
+    assert skip_report(frame).to_frame()["image_id"].tolist() == ["ISIC_0034530"]
+
+
+def test_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="image folder not found"):
+        load_isic2018_test(tmp_path / "absent")
