@@ -130,6 +130,20 @@ def _duplicate_pairs(root: Path) -> list[tuple[str, str]]:
     return load_duplicate_pairs(root / DUPLICATES_FILE) if (root / DUPLICATES_FILE).is_file() else []
 
 
+def _configure_predict(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="image files to classify")
+    parser.add_argument("--image-dir", type=Path, metavar="DIR", help="classify every image file under DIR")
+    parser.add_argument("--model", type=Path, metavar="CKPT.h5", help="checkpoint to use (required)")
+    parser.add_argument("--output", type=Path, default=Path("predictions.csv"), help="CSV to write")
+    parser.add_argument("--batch-size", type=int, default=32)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from helpers.predict import predict_command
+
+    return predict_command(args)
+
+
 SUBCOMMANDS: list[Subcommand] = [
     Subcommand("run", "execute notebooks with papermill into runs/", _configure_run, _run),
     Subcommand("download", "download HAM10000 from Harvard Dataverse", _configure_download, _download),
@@ -137,6 +151,7 @@ SUBCOMMANDS: list[Subcommand] = [
     Subcommand(
         "split", "create (once) and show the lesion-level train/val/test split", _configure_split, _split
     ),
+    Subcommand("predict", "classify images with a checkpoint and write a CSV", _configure_predict, _predict),
 ]
 
 

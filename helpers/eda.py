@@ -126,7 +126,7 @@ def sample_grid(frame: pd.DataFrame, per_class: int = 4, seed: int = 0, max_widt
         paths = samples.loc[samples["dx"] == dx, "image_path"].tolist()
         for column, ax in enumerate(row):
             if column < len(paths):
-                ax.imshow(_thumbnail(read_image_rgb(paths[column]), max_width))
+                ax.imshow(thumbnail(read_image_rgb(paths[column]), max_width))
             ax.set(xticks=[], yticks=[])
             ax.grid(False)
         row[0].set_ylabel(dx, fontsize=12, fontweight="bold")
@@ -219,7 +219,8 @@ def _stacked_shares(frame: pd.DataFrame, column: str, title: str) -> Figure:
     return fig
 
 
-def _thumbnail(image: np.ndarray, max_width: int) -> np.ndarray:
+def thumbnail(image: np.ndarray, max_width: int) -> np.ndarray:
+    """Shrink ``image`` to at most ``max_width`` pixels wide (aspect kept) so embedded SVG images stay small."""
     height, width = image.shape[:2]
     if width <= max_width:
         return image

@@ -15,7 +15,7 @@ def _shared_or_skip() -> Path:
     if shared is None:
         if os.environ.get("CI"):
             pytest.fail("SKINLESION_SHARED is not set or missing in CI: .ci/run must export it")
-        pytest.skip("real data absent: set SKINLESION_SHARED to the shared folder (../shared) to run this test")
+        pytest.skip("real data absent: set SKINLESION_SHARED to the shared folder (../shared) to run this")
     return shared
 
 

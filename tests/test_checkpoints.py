@@ -1,0 +1,221 @@
+"""Tests for helpers.checkpoints: naming, versions, atomic no-overwrite saves, sidecars, clear load errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+from helpers import checkpoints, config
+from helpers.errors import CheckpointError
+from helpers.models import build_model
+
+SIZE = (64, 64)
+METADATA = {
+    "task": "multiclass",
+    "class_names": list(config.CLASS_NAMES),
+    "input_size": list(SIZE),
+    "arch": "light_cnn",
+    "split_file": "data/splits/ham10000_lesion_split.csv",
+    "params": {"learning_rate": np.float64(1e-3), "epochs": np.int64(3)},
+    "history": {"val_macro_f1": np.array([0.5, 0.625], dtype="float32")},
+    "monitor": "val_macro_f1",
+    "val_metric": np.float32(0.625),
+}
+
+RELOAD_AND_PREDICT = """
+import sys
+import keras
+import numpy as np
+images = np.load(sys.argv[1])
+for path in sys.argv[2:]:
+    model = keras.models.load_model(path, compile=False)
+    np.save(path + ".predictions.npy", keras.ops.convert_to_numpy(model(images, training=False)))
+"""
+
+
+@pytest.fixture(scope="module")
+def light_model():
+    return build_model("light_cnn", weights=None, input_size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    return np.random.default_rng(0).uniform(0, 255, size=(3, *SIZE, 3)).astype("float32")
+
+
+def test_checkpoint_name_format():
+    assert checkpoints.checkpoint_name("mobilenetv2", 1, 12, 0.7814) == "mobilenetv2_v1_12_0.781.h5"
+    assert checkpoints.checkpoint_name("light_cnn", 10, 3, 0.5) == "light_cnn_v10_03_0.500.h5"
+    with pytest.raises(ValueError):
+        checkpoints.checkpoint_name("light_cnn", 0, 3, 0.5)
+    with pytest.raises(ValueError):
+        checkpoints.checkpoint_name("../evil", 1, 3, 0.5)
+
+
+def test_next_version_counts_per_architecture(tmp_path):
+    assert checkpoints.next_version("mobilenetv3", tmp_path / "absent") == 1
+    for name in [
+        "mobilenetv3_v1_04_0.700.h5",
+        "mobilenetv3_v3_10_0.720.h5",
+        "mobilenetv3small_v7_02_0.650.h5",
+        ".mobilenetv3_v9_01_0.100.h5.tmp123.h5",
+        "mobilenetv3_v8_notes.txt",
+    ]:
+        (tmp_path / name).write_bytes(b"")
+    assert checkpoints.next_version("mobilenetv3", tmp_path) == 4
+    assert checkpoints.next_version("mobilenetv3small", tmp_path) == 8
+    assert checkpoints.next_version("light_cnn", tmp_path) == 1
+
+
+def test_saved_models_reload_identically_in_a_fresh_process(tmp_path, light_model, images):
+    saved = {}
+    for arch in ("mobilenetv2", "mobilenetv3small", "light_cnn"):
+        model = light_model if arch == "light_cnn" else build_model(arch, weights=None, input_size=SIZE)
+        path = checkpoints.save_checkpoint(
+            model, tmp_path / f"{arch}_v1_01_0.500.h5", {**METADATA, "arch": arch}
+        )
+        saved[path] = keras.ops.convert_to_numpy(model(images, training=False))
+    np.save(tmp_path / "images.npy", images)
+
+    command = [sys.executable, "-c", RELOAD_AND_PREDICT, str(tmp_path / "images.npy"), *map(str, saved)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for path, expected in saved.items():
+        assert np.array_equal(np.load(f"{path}.predictions.npy"), expected), path.name
+
+
+def test_sidecar_round_trip(tmp_path, light_model, images):
+    path = checkpoints.save_checkpoint(light_model, tmp_path / "light_cnn_v1_02_0.625.h5", METADATA)
+    model, metadata = checkpoints.load_checkpoint(path)
+
+    assert np.array_equal(model.predict(images, verbose=0), light_model.predict(images, verbose=0))
+    assert json.loads(checkpoints.sidecar_path(path).read_text())["val_metric"] == 0.625
+    assert metadata["params"] == {"learning_rate": 1e-3, "epochs": 3}
+    assert metadata["history"] == {"val_macro_f1": [0.5, 0.625]}
+    for key in ("task", "class_names", "input_size", "arch", "split_file", "monitor"):
+        assert metadata[key] == METADATA[key]
+    assert metadata["created"][:4].isdigit() and metadata["keras_version"] and metadata["tensorflow_version"]
+    assert "git_commit" in metadata
+    assert metadata["checkpoint"] == str(path)
+
+
+def test_save_never_overwrites_and_leaves_no_temporaries(tmp_path, light_model):
+    path = tmp_path / "light_cnn_v1_01_0.500.h5"
+    checkpoints.save_checkpoint(light_model, path, METADATA)
+    before = path.read_bytes()
+    with pytest.raises(CheckpointError, match="overwrite"):
+        checkpoints.save_checkpoint(light_model, path, METADATA)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name, path.with_suffix(".json").name]
+
+
+def test_failed_save_leaves_nothing_behind(tmp_path, light_model, monkeypatch):
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(light_model, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints.save_checkpoint(light_model, tmp_path / "light_cnn_v1_01_0.500.h5", METADATA)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_metadata_must_match_the_model_output(tmp_path, light_model):
+    with pytest.raises(CheckpointError, match="outputs 7 values"):
+        checkpoints.save_checkpoint(
+            light_model,
+            tmp_path / "x.h5",
+            {**METADATA, "task": "binary", "class_names": ["benign", "malignant"]},
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_broken_files_raise_clear_errors(tmp_path, light_model):
+    good = checkpoints.save_checkpoint(light_model, tmp_path / "good.h5", METADATA)
+    data = good.read_bytes()
+    (tmp_path / "truncated.h5").write_bytes(data[: len(data) // 2])
+    (tmp_path / "photo.h5").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(500))
+    with h5py.File(tmp_path / "table.h5", "w") as file:
+        file["values"] = np.arange(10)
+
+    with pytest.raises(CheckpointError, match="not found") as missing:
+        checkpoints.load_checkpoint(tmp_path / "absent.h5")
+    assert "absent.h5" in str(missing.value)
+    with pytest.raises(CheckpointError, match="truncated") as truncated:
+        checkpoints.load_checkpoint(tmp_path / "truncated.h5")
+    assert isinstance(truncated.value.__cause__, OSError)
+    with pytest.raises(CheckpointError, match="not an HDF5 file"):
+        checkpoints.load_checkpoint(tmp_path / "photo.h5")
+    with pytest.raises(CheckpointError, match="holds no Keras model"):
+        checkpoints.load_checkpoint(tmp_path / "table.h5")
+
+
+def test_model_without_sidecar_loads_with_inferred_metadata(tmp_path, light_model):
+    path = tmp_path / "from_elsewhere.h5"
+    light_model.save(path)
+    with pytest.warns(UserWarning, match="No sidecar"):
+        _, metadata = checkpoints.load_checkpoint(path)
+    assert metadata["task"] == "multiclass"
+    assert metadata["class_names"] == list(config.CLASS_NAMES)
+    assert metadata["input_size"] == list(SIZE)
+
+
+def _fake_checkpoint(folder: Path, name: str, **metadata) -> None:
+    (folder / name).write_bytes(b"")
+    if metadata:
+        checkpoints.sidecar_path(folder / name).write_text(json.dumps(metadata))
+
+
+def test_list_and_best_checkpoint_by_task(tmp_path):
+    _fake_checkpoint(tmp_path, "a_v1_01_0.600.h5", task="multiclass", val_metric=0.6)
+    _fake_checkpoint(tmp_path, "a_v1_02_0.700.h5", task="multiclass", val_metric=0.7)
+    _fake_checkpoint(tmp_path, "b_v1_01_0.900.h5", task="binary", val_metric=0.9)
+    _fake_checkpoint(tmp_path, "c_v1_01_0.990.h5")
+    _fake_checkpoint(tmp_path, ".a_v1_03_0.800.h5.tmp.h5", task="multiclass", val_metric=0.8)
+
+    assert [p.name for p in checkpoints.list_checkpoints(tmp_path)] == [
+        "a_v1_01_0.600.h5",
+        "a_v1_02_0.700.h5",
+        "b_v1_01_0.900.h5",
+        "c_v1_01_0.990.h5",
+    ]
+    assert len(checkpoints.list_checkpoints(tmp_path, task="multiclass")) == 2
+    assert checkpoints.best_checkpoint(tmp_path).name == "b_v1_01_0.900.h5"
+    assert checkpoints.best_checkpoint(tmp_path, task="multiclass").name == "a_v1_02_0.700.h5"
+    with pytest.raises(CheckpointError, match="No checkpoint for task 'regression'"):
+        checkpoints.best_checkpoint(tmp_path, task="regression")
+    with pytest.raises(CheckpointError, match="No checkpoint"):
+        checkpoints.best_checkpoint(tmp_path / "empty")
+
+
+def test_broken_sidecar_is_a_clear_error(tmp_path):
+    (tmp_path / "a.h5").write_bytes(b"")
+    (tmp_path / "a.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="a.json"):
+        checkpoints.best_checkpoint(tmp_path)
+
+
+def test_check_compatible():
+    metadata = {"task": "multiclass", "class_names": list(config.CLASS_NAMES), "input_size": [150, 200]}
+    checkpoints.check_compatible(metadata, class_names=config.CLASS_NAMES, input_size=(150, 200))
+    with pytest.raises(CheckpointError, match="multiclass"):
+        checkpoints.check_compatible(metadata, class_names=config.BINARY_CLASS_NAMES)
+    with pytest.raises(CheckpointError, match="classes"):
+        checkpoints.check_compatible(metadata, class_names=sorted(config.CLASS_NAMES, reverse=True))
+    with pytest.raises(CheckpointError, match="size"):
+        checkpoints.check_compatible(metadata, class_names=config.CLASS_NAMES, input_size=(224, 224))
+
+
+def test_git_commit(monkeypatch, tmp_path):
+    commit = checkpoints.git_commit()
+    assert commit is None or (len(commit) == 40 and all(c in "0123456789abcdef" for c in commit))
+    monkeypatch.setattr(config, "PROJECT_ROOT", tmp_path)
+    assert checkpoints.git_commit() is None

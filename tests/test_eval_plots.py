@@ -1,0 +1,99 @@
+"""Evaluation figures: each is titled, its axes labelled, and it shows what its arguments say."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import config, eval_plots
+from helpers.images import write_image_rgb
+from helpers.metrics import malignant_labels
+from helpers.plotting import has_title
+
+RNG = np.random.default_rng(0)
+LABELS = np.tile(np.arange(7), 6)
+PROBS = RNG.dirichlet(np.ones(7), len(LABELS))
+PROBS[np.arange(len(LABELS)), LABELS] += 1.0  # a better-than-chance model
+PROBS /= PROBS.sum(axis=1, keepdims=True)
+MALIGNANT = malignant_labels(LABELS)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _labelled(ax) -> bool:
+    return bool(ax.get_xlabel() and ax.get_ylabel())
+
+
+def test_confusion_matrix_shows_counts_and_row_shares():
+    matrix = np.array([[3, 1], [0, 4]])
+    fig = eval_plots.confusion_matrix_figure(matrix, ["benign", "malignant"], title="CM")
+    counts, shares = fig.axes
+    assert fig.get_suptitle() == "CM" and _labelled(counts) and _labelled(shares)
+    assert [t.get_text() for t in counts.texts] == ["3", "1", "0", "4"]
+    assert [t.get_text() for t in shares.texts] == ["0.75", "0.25", "0.00", "1.00"]
+
+
+@pytest.mark.parametrize("make", [eval_plots.roc_figure, eval_plots.pr_figure])
+def test_curves_per_class_and_malignant(make):
+    fig = make(PROBS, config.CLASS_NAMES, MALIGNANT, labels=LABELS, threshold=0.5, title="Curves")
+    per_class, malignant = fig.axes
+    assert has_title(fig) and _labelled(per_class) and _labelled(malignant)
+    assert len(per_class.get_legend().get_texts()) == 7
+    legend = [t.get_text() for t in malignant.get_legend().get_texts()]
+    assert legend[0].startswith("P(malignant)") and legend[1] == "threshold 0.500"
+
+
+def test_curves_without_diagnoses_show_only_malignant_vs_benign():
+    binary = np.column_stack([1 - PROBS[:, 4], PROBS[:, 4]])
+    fig = eval_plots.roc_figure(binary, config.BINARY_CLASS_NAMES, MALIGNANT)
+    (ax,) = fig.axes
+    assert has_title(fig) and ax.get_title() == "malignant vs benign"
+    auc = float(ax.get_legend().get_texts()[0].get_text().split("AUC ")[1].split(",")[0])
+    assert 0.5 < auc <= 1
+
+
+def test_reliability_diagram_reports_both_eces():
+    fig = eval_plots.reliability_figure(LABELS, PROBS, np.full_like(PROBS, 1 / 7), title="Reliability")
+    curve_ax, count_ax = fig.axes
+    legend = [t.get_text() for t in curve_ax.get_legend().get_texts()]
+    assert has_title(fig) and curve_ax.get_ylabel() and _labelled(count_ax)
+    assert legend[0].startswith("before scaling (ECE") and legend[1].startswith("after scaling (ECE")
+
+
+@pytest.fixture
+def table(tmp_path) -> pd.DataFrame:
+    paths = []
+    for index in range(6):
+        paths.append(tmp_path / f"{index}.jpg")
+        write_image_rgb(paths[-1], RNG.integers(0, 256, (30, 40, 3), dtype=np.uint8))
+    return pd.DataFrame(
+        {
+            "image_path": [str(p) for p in paths],
+            "true": ["mel", "nv", "nv", "bcc", "mel", "nv"],
+            "predicted": ["mel", "mel", "nv", "nv", "nv", "nv"],
+            "confidence": [0.9, 0.95, 0.8, 0.6, 0.99, 0.7],
+            "correct": [True, False, True, False, False, True],
+        }
+    )
+
+
+def test_sample_grid_captions_true_predicted_and_confidence(table):
+    fig = eval_plots.sample_predictions_figure(table, n=4, seed=1)
+    captions = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert has_title(fig) and len(captions) == 4
+    assert all(c.startswith("true: ") and "\npred: " in c for c in captions)
+
+
+def test_mistakes_gallery_is_most_confident_first(table):
+    fig = eval_plots.confident_mistakes_figure(table, n=2)
+    captions = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert captions == ["true: mel\npred: nv (0.99)", "true: nv\npred: mel (0.95)"]
+    assert "3 mistakes in 6" in fig.get_suptitle()
+    none = eval_plots.confident_mistakes_figure(table[table["correct"]])
+    assert has_title(none) and "0 mistakes" in none.get_suptitle()

@@ -1,0 +1,258 @@
+"""Checkpoint evaluation on a tiny synthetic HAM10000 copy: evaluation sets, TTA, metrics, operating point."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from helpers import config
+from helpers.checkpoints import save_checkpoint
+from helpers.demo_data import make_demo_dataset
+from helpers.errors import CheckpointError
+from helpers.evaluation import (
+    balanced_accuracy,
+    calibrate,
+    evaluate_checkpoint,
+    evaluation_frame,
+    load_for_evaluation,
+    macro_auc,
+    predict_batch,
+    predict_probabilities,
+    prediction_table,
+    rank_auc,
+    resolve_checkpoints,
+)
+from helpers.ham10000 import load_ham10000
+from helpers.images import write_image_rgb
+from helpers.isic2018 import DX_COLUMNS, GROUND_TRUTH_FILE
+from helpers.metrics import malignant_probability, multiclass_metrics
+from helpers.models import build_model
+from helpers.pipeline import load_image_array
+from helpers.predict import predict_images
+from helpers.splits import make_lesion_split, save_split
+from helpers.thresholds import load_operating_point, operating_point_path
+
+IMAGE_SIZE = (48, 64)
+MODEL_SIZE = (32, 40)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict:
+    """A synthetic HAM10000 copy, 4 lesions per class, with a saved split (1/2 train, 1/4 val, 1/4 test)."""
+    folder = tmp_path_factory.mktemp("tiny")
+    root = make_demo_dataset(folder / "demo", lesions_per_class=4, image_size=IMAGE_SIZE)
+    split = make_lesion_split(load_ham10000(root), val_fraction=0.25, test_fraction=0.25, seed=0)
+    split_file = save_split(split, folder / "split.csv")
+    return {"root": root, "split": split, "split_file": split_file, "folder": folder}
+
+
+def _checkpoint(folder: Path, name: str, *, task="multiclass", size=MODEL_SIZE, split_file=None, **extra):
+    classes = config.CLASS_NAMES if task == "multiclass" else config.BINARY_CLASS_NAMES
+    model = build_model("light_cnn", task=task, num_classes=len(classes), input_size=size, weights=None)
+    metadata = {"task": task, "class_names": list(classes), "input_size": list(size), "arch": "light_cnn"}
+    metadata.update(split_file=None if split_file is None else str(split_file), **extra)
+    return save_checkpoint(model, folder / f"{name}.h5", metadata)
+
+
+@pytest.fixture(scope="module")
+def multiclass_ckpt(tiny) -> Path:
+    return _checkpoint(tiny["folder"], "light_cnn_v1_01_0.400", split_file=tiny["split_file"], val_metric=0.4)
+
+
+def test_internal_evaluation_end_to_end(tiny, multiclass_ckpt):
+    [(model, metadata)] = load_for_evaluation([multiclass_ckpt])
+    chosen = evaluation_frame("internal", metadata=metadata, data_root=tiny["root"])
+    split = tiny["split"]
+    assert set(chosen.test["image_id"]) == set(split.loc[split["partition"] == "test", "image_id"])
+    assert set(chosen.val["image_id"]) == set(split.loc[split["partition"] == "val", "image_id"])
+    assert chosen.synthetic
+
+    result = evaluate_checkpoint(model, metadata, chosen, n_bootstrap=30, target_sensitivity=0.9)
+    n_test = len(chosen.test)
+    assert result["probs"].shape == (n_test, 7)
+    np.testing.assert_allclose(result["probs"].sum(axis=1), 1, atol=1e-6)
+    assert result["multiclass"]["confusion_matrix"].sum() == n_test
+    summary = result["summary"]
+    for name in ("balanced_accuracy", "macro_auc", "roc_auc"):
+        point, low, high = summary[name]
+        assert low <= point <= high or np.isnan(point)
+    assert summary["images"] == n_test and summary["lesions"] == chosen.test["lesion_id"].nunique()
+    assert result["operating_point"]["val_metrics"]["sensitivity"] >= 0.9
+
+    saved = load_operating_point(operating_point_path(multiclass_ckpt))
+    assert saved["threshold"] == pytest.approx(result["operating_point"]["threshold"])
+    assert saved["temperature"] == pytest.approx(result["calibration"]["temperature"])
+    table = prediction_table(result)
+    assert list(table["true"]) == list(chosen.test["dx"]) and table["confidence"].between(0, 1).all()
+
+
+def test_predict_agrees_with_evaluation_through_the_saved_operating_point(tiny):
+    metadata = {"task": "multiclass", "class_names": list(config.CLASS_NAMES), "input_size": list(IMAGE_SIZE)}
+    path = tiny["folder"] / "flip_sensitive.h5"
+    save_checkpoint(_flip_sensitive_model(), path, {**metadata, "split_file": str(tiny["split_file"])})
+    [(model, metadata)] = load_for_evaluation([path])
+    chosen = evaluation_frame("internal", metadata=metadata, data_root=tiny["root"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an untrained model: the temperature may sit at a search bound
+        result = evaluate_checkpoint(model, metadata, chosen, n_bootstrap=5)
+    raw = predict_probabilities(model, chosen.test, input_size=IMAGE_SIZE, progress=False)
+    predicted = predict_images(path, chosen.test["image_path"].tolist(), progress=False)
+    np.testing.assert_allclose(predicted["p_malignant"], result["p_malignant"], atol=1e-5)
+    assert not np.allclose(predicted["p_malignant"], malignant_probability(raw), atol=1e-3)
+    decision = np.where(
+        result["p_malignant"] >= result["operating_point"]["threshold"], "malignant", "benign"
+    )
+    assert predicted["decision"].tolist() == decision.tolist()
+
+
+def test_binary_checkpoint_reads_p_malignant_from_its_sigmoid(tiny):
+    path = _checkpoint(tiny["folder"], "binary", task="binary", split_file=tiny["split_file"])
+    [(model, metadata)] = load_for_evaluation([path])
+    chosen = evaluation_frame("internal", metadata=metadata, data_root=tiny["root"])
+    probs = predict_probabilities(model, chosen.test, input_size=MODEL_SIZE, progress=False)
+    sigmoid = model.predict(
+        load_image_array(chosen.test["image_path"], MODEL_SIZE, progress=False), verbose=0
+    )
+    np.testing.assert_allclose(probs[:, 1], sigmoid[:, 0], atol=1e-5)
+    result = evaluate_checkpoint(model, metadata, chosen, n_bootstrap=5, save=False)
+    assert result["multiclass"] is None and len(result["summary"]["balanced_accuracy"]) == 3
+    assert not operating_point_path(path).exists()
+
+
+def test_class_set_or_task_mismatch_is_a_clear_error(tiny, multiclass_ckpt):
+    model = build_model("light_cnn", num_classes=5, input_size=MODEL_SIZE, weights=None)
+    five = {"task": "multiclass", "class_names": list("abcde"), "input_size": list(MODEL_SIZE)}
+    path = save_checkpoint(model, tiny["folder"] / "five.h5", {**five, "split_file": str(tiny["split_file"])})
+    with pytest.raises(CheckpointError, match="classes"):
+        load_for_evaluation([path])
+    with pytest.raises(CheckpointError, match="classes"):
+        evaluation_frame("internal", metadata={**five, "checkpoint": str(path)}, data_root=tiny["root"])
+    binary = _checkpoint(tiny["folder"], "binary_mix", task="binary")
+    with pytest.raises(CheckpointError, match="one task"):
+        load_for_evaluation([multiclass_ckpt, binary])
+
+
+def test_internal_set_needs_the_split_file(tiny):
+    path = _checkpoint(tiny["folder"], "no_split")
+    [(_, metadata)] = load_for_evaluation([path])
+    with pytest.raises(CheckpointError, match="split_file"):
+        evaluation_frame("internal", metadata=metadata, data_root=tiny["root"])
+
+
+def _flip_sensitive_model() -> keras.Model:
+    """Softmax of a fixed random linear map of the pixels: its output changes when the image is flipped."""
+    inputs = keras.Input((*IMAGE_SIZE, 3))
+    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
+    dense = keras.layers.Dense(
+        7, activation="softmax", kernel_initializer=keras.initializers.RandomNormal(0, 0.05, seed=1)
+    )
+    return keras.Model(inputs, dense(x))
+
+
+def test_tta_averages_identity_and_both_flips(tiny):
+    model = _flip_sensitive_model()
+    frame = load_ham10000(tiny["root"]).head(10)
+    images = load_image_array(frame["image_path"], IMAGE_SIZE, progress=False).astype("float32")
+    views = [images, images[:, :, ::-1], images[:, ::-1]]
+    expected = np.mean([model.predict(view, verbose=0) for view in views], axis=0)
+    with_tta = predict_probabilities(
+        model, frame, input_size=IMAGE_SIZE, batch_size=4, tta=True, progress=False
+    )
+    without = predict_probabilities(model, frame, input_size=IMAGE_SIZE, tta=False, progress=False)
+    np.testing.assert_allclose(with_tta, expected, atol=1e-5)
+    np.testing.assert_allclose(without, model.predict(images, verbose=0), atol=1e-5)
+    assert not np.allclose(with_tta, without, atol=1e-4)
+    np.testing.assert_allclose(predict_batch(model, images, tta=True), expected, atol=1e-5)
+
+
+@pytest.fixture
+def isic_dir(tmp_path: Path) -> Path:
+    """Eight images in the ISIC 2018 Task 3 test layout: one per class, a second melanoma."""
+    folder = tmp_path / "ISIC2018_Task3_Test_Input"
+    rows = ["image," + ",".join(DX_COLUMNS)]
+    for index, column in enumerate([*range(len(DX_COLUMNS)), 0]):
+        image_id = f"ISIC_{34524 + index:07d}"
+        pixels = np.random.default_rng(index).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+        write_image_rgb(folder / f"{image_id}.jpg", pixels)
+        rows.append(",".join([image_id, *("1.0" if k == column else "0.0" for k in range(len(DX_COLUMNS)))]))
+    (folder / GROUND_TRUTH_FILE).write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_isic2018_layout_is_evaluated_with_the_internal_validation_set(tiny, multiclass_ckpt, isic_dir):
+    [(model, metadata)] = load_for_evaluation([multiclass_ckpt])
+    chosen = evaluation_frame("isic2018", metadata=metadata, data_root=tiny["root"], path=isic_dir)
+    assert chosen.test["dx"].tolist() == [*DX_COLUMNS.values(), "mel"]
+    assert len(chosen.val) == (tiny["split"]["partition"] == "val").sum()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # bootstrap resamples of 8 images often lack a class
+        result = evaluate_checkpoint(model, metadata, chosen, n_bootstrap=10, save=False)
+    assert result["multiclass"]["confusion_matrix"].sum() == 8
+
+
+def test_folder_set_is_scored_malignant_vs_benign(tiny, multiclass_ckpt, tmp_path):
+    for name in ("benign", "malignant"):
+        for index in range(3):
+            pixels = np.random.default_rng(index).integers(0, 256, (50, 50, 3), dtype=np.uint8)
+            write_image_rgb(tmp_path / "set" / name / f"{index}.jpg", pixels)
+    [(model, metadata)] = load_for_evaluation([multiclass_ckpt])
+    with pytest.warns(UserWarning, match="Cannot check this folder set"):
+        chosen = evaluation_frame("folder", metadata=metadata, data_root=tiny["root"], path=tmp_path / "set")
+    result = evaluate_checkpoint(model, metadata, chosen, n_bootstrap=10, save=False)
+    assert result["multiclass"] is None and 0 <= result["summary"]["roc_auc"][0] <= 1
+    assert set(prediction_table(result)["true"]) == {"benign", "malignant"}
+
+
+def test_fast_bootstrap_metrics_match_the_reference_definitions():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 6, 300)  # class 6 absent: its AUC is undefined
+    probs = rng.dirichlet(np.ones(7), 300)
+    probs[:50, 0] = probs[:50, 0].round(1)  # ties
+    reference = multiclass_metrics(labels, probs)
+    assert balanced_accuracy(labels, probs) == pytest.approx(reference["balanced_accuracy"])
+    assert macro_auc(labels, probs) == pytest.approx(reference["macro_auc"])
+    assert rank_auc(labels == 0, probs[:, 0]) == pytest.approx(roc_auc_score(labels == 0, probs[:, 0]))
+    assert np.isnan(rank_auc(np.zeros(5, bool), np.arange(5)))
+
+
+def test_temperature_scaling_keeps_the_argmax():
+    probs = np.random.default_rng(1).dirichlet(np.ones(7), 20)
+    for temperature in (0.5, 2.0):
+        assert (calibrate(probs, temperature).argmax(1) == probs.argmax(1)).all()
+    np.testing.assert_allclose(calibrate(probs, 1.0), probs, atol=1e-6)
+    assert malignant_probability(calibrate(probs, 1e3)).std() < 1e-3  # very high T: uniform, 3/7 malignant
+
+
+def test_default_checkpoint_is_the_best_for_the_task(tmp_path):
+    for name, metric in (("a", 0.3), ("b", 0.6)):
+        (tmp_path / f"{name}.h5").touch()
+        (tmp_path / f"{name}.json").write_text(json.dumps({"task": "multiclass", "val_metric": metric}))
+    assert resolve_checkpoints([], "multiclass", tmp_path) == [tmp_path / "b.h5"]
+    assert resolve_checkpoints(["models/x.h5", tmp_path / "y.h5"], "multiclass") == [
+        config.PROJECT_ROOT / "models" / "x.h5",  # relative to the project root, not to notebooks/
+        tmp_path / "y.h5",
+    ]
+    with pytest.raises(CheckpointError):
+        resolve_checkpoints([], "binary", tmp_path)
+
+
+@pytest.mark.real_data
+def test_real_folder_set_drops_lesions_the_model_trained_or_validated_on(ham_root, binary_root, tmp_path):
+    split = make_lesion_split(load_ham10000(ham_root, verify_images=False), seed=42)
+    split_file = save_split(split, tmp_path / "split.csv")
+    metadata = {"task": "multiclass", "class_names": list(config.CLASS_NAMES), "input_size": [150, 200]}
+    metadata.update(split_file=str(split_file), checkpoint="real.h5")
+    chosen = evaluation_frame("folder", metadata=metadata, data_root=ham_root, path=binary_root)
+    seen = set(split.loc[split["partition"] != "test", "lesion_id"])
+    assert not set(chosen.test["ham_lesion_id"].dropna()) & seen
+    assert set(chosen.test["ham_lesion_id"].dropna()) <= set(
+        split.loc[split["partition"] == "test", "lesion_id"]
+    )
+    assert len(chosen.test) > 1000 and chosen.test["malignant"].nunique() == 2  # 3,297 images before
+    assert len(chosen.val) == (split["partition"] == "val").sum() and not chosen.synthetic

@@ -1,0 +1,73 @@
+"""Notebook 04 (test-set evaluation): clean source, and a full run on the demo data with tiny checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from helpers import config
+
+NOTEBOOK = config.NOTEBOOKS_DIR / "04-test.ipynb"
+FIGURES = ("confusion_matrix", "mistakes", "pr", "reliability", "roc", "samples")
+
+
+def test_notebook_source_is_clean():
+    notebook = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
+    code_cells = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
+    assert notebook["metadata"]["kernelspec"]["name"] == "python3"
+    assert code_cells[0]["metadata"]["tags"] == ["parameters"]
+    assert "checkpoints = []" in "".join(code_cells[0]["source"])
+    assert all(not cell["outputs"] and cell["execution_count"] is None for cell in code_cells)
+
+
+def _demo_checkpoints(root: Path) -> list[Path]:
+    """Two untrained checkpoints of different input sizes whose sidecars point at a demo-data split."""
+    from helpers.checkpoints import save_checkpoint
+    from helpers.demo_data import make_demo_dataset
+    from helpers.ham10000 import load_ham10000
+    from helpers.models import build_model
+    from helpers.splits import make_lesion_split, save_split
+
+    demo = make_demo_dataset(root / "data" / "demo")  # the same dataset the kernel's data_root="demo" reuses
+    split_file = save_split(
+        make_lesion_split(load_ham10000(demo)), root / "data" / "splits" / "demo_split.csv"
+    )
+    paths = []
+    for arch, size in (("light_cnn", (75, 100)), ("simple_cnn", (48, 64))):
+        metadata = {
+            "task": "multiclass",
+            "class_names": list(config.CLASS_NAMES),
+            "input_size": list(size),
+            "arch": arch,
+            "split_file": str(split_file),
+            "val_metric": 0.5,
+        }
+        model = build_model(arch, input_size=size, weights=None)
+        paths.append(save_checkpoint(model, root / "models" / f"{arch}_v1_01_0.500.h5", metadata))
+    return paths
+
+
+@pytest.mark.slow
+def test_notebook_runs_on_demo_data(tmp_path, monkeypatch):
+    from helpers.runner import run_notebooks
+
+    monkeypatch.setenv(
+        "SKINLESION_ROOT", str(tmp_path)
+    )  # the kernel writes figures/, data/, Tracking.md here
+    checkpoints = _demo_checkpoints(tmp_path)
+    source_before = NOTEBOOK.read_bytes()
+    run_dir = run_notebooks(
+        ["04"],
+        config_file=config.CONFIGS_DIR / "demo.yaml",
+        overrides={"checkpoints": [str(path) for path in checkpoints], "n_bootstrap": 20},
+        runs_dir=tmp_path / "runs",
+    )
+    assert (run_dir / "04-test.ipynb").is_file()
+    assert NOTEBOOK.read_bytes() == source_before
+    figures = sorted(p.name for p in (tmp_path / "figures").glob("*.svg"))
+    assert figures == [f"demo_04_internal_{name}.svg" for name in FIGURES]
+    assert all(path.with_name(f"{path.stem}.operating_point.json").is_file() for path in checkpoints)
+    tracking = (tmp_path / "Tracking.md").read_text(encoding="utf-8")
+    assert "| 04-test |" in tracking and "SYNTHETIC" in tracking and "balanced_accuracy=" in tracking
