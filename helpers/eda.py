@@ -220,7 +220,7 @@ def _stacked_shares(frame: pd.DataFrame, column: str, title: str) -> Figure:
 
 
 def thumbnail(image: np.ndarray, max_width: int) -> np.ndarray:
-    """Shrink ``image`` to at most ``max_width`` pixels wide (aspect kept) so embedded SVG images stay small."""
+    """Shrink ``image`` to at most ``max_width`` pixels wide (aspect kept) to keep SVGs small."""
     height, width = image.shape[:2]
     if width <= max_width:
         return image

@@ -1,0 +1,79 @@
+"""The 05-gradcam notebook: a clean source, and an end-to-end run on demo data with a tiny checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from helpers import config
+
+NOTEBOOK = config.NOTEBOOKS_DIR / "05-gradcam.ipynb"
+PARAMETERS = (
+    "config_name",
+    "data_root",
+    "checkpoint",
+    "per_class",
+    "image_ids",
+    "target_class",
+    "layer_name",
+    "n_localization",
+)
+
+
+def test_notebook_source_is_clean():
+    notebook = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
+    code_cells = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
+    assert notebook["metadata"]["kernelspec"]["name"] == "python3"
+    assert code_cells[0]["metadata"]["tags"] == ["parameters"]
+    assert all(not cell["outputs"] and cell["execution_count"] is None for cell in code_cells)
+    parameters = "".join(code_cells[0]["source"])
+    assert all(f"{name} = " in parameters for name in PARAMETERS)
+
+
+def _tiny_checkpoint(root: Path) -> Path:
+    """A random 7-class CNN saved in ``root/models`` with a sidecar naming a lesion split of the demo data."""
+    from helpers.checkpoints import checkpoint_name, save_checkpoint
+    from helpers.demo_data import make_demo_dataset
+    from helpers.ham10000 import load_ham10000
+    from helpers.models import build_model
+    from helpers.splits import make_lesion_split, save_split
+
+    frame = load_ham10000(make_demo_dataset(root / "data" / "demo"))  # the kernel reuses this copy
+    split_file = save_split(make_lesion_split(frame, seed=42), root / "data" / "splits" / "demo_tiny.csv")
+    model = build_model("simple_cnn", weights=None, input_size=(48, 64))
+    metadata = {
+        "task": "multiclass",
+        "class_names": list(config.CLASS_NAMES),
+        "input_size": [48, 64],
+        "arch": "simple_cnn",
+        "split_file": str(split_file),
+        "monitor": "val_balanced_accuracy",
+        "val_metric": 0.2,
+    }
+    return save_checkpoint(model, root / "models" / checkpoint_name("simple_cnn", 1, 1, 0.2), metadata)
+
+
+@pytest.mark.slow
+def test_notebook_runs_on_demo_data(tmp_path, monkeypatch):
+    from helpers.runner import run_notebooks
+
+    _tiny_checkpoint(tmp_path)
+    monkeypatch.setenv("SKINLESION_ROOT", str(tmp_path))  # the kernel reads models/, writes figures/ here
+    source_before = NOTEBOOK.read_bytes()
+    run_dir = run_notebooks(
+        ["05"],
+        config_file=config.CONFIGS_DIR / "demo.yaml",
+        overrides={"n_localization": 8},  # checkpoint "" -> the best (only) one in tmp_path/models
+        runs_dir=tmp_path / "runs",
+    )
+    assert (run_dir / "05-gradcam.ipynb").is_file()
+    assert NOTEBOOK.read_bytes() == source_before
+    figures = sorted(p.name for p in (tmp_path / "figures").glob("*.svg"))
+    assert figures and all(name.startswith("demo_05_explanations_") for name in figures)
+    table = pd.read_csv(tmp_path / "figures" / "demo_05_localization.csv", index_col=0)
+    assert table.loc["all", "n"] == 8 and {"energy_gradcam", "energy_gaussian", "mask_area"} <= set(table)
+    tracking_text = (tmp_path / "Tracking.md").read_text(encoding="utf-8")
+    assert "| 05-gradcam |" in tracking_text and "SYNTHETIC" in tracking_text
