@@ -144,6 +144,32 @@ def _predict(args: argparse.Namespace) -> int:
     return predict_command(args)
 
 
+def _configure_export(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, metavar="CKPT.h5", help="checkpoint (default: best in models/)")
+    parser.add_argument(
+        "--format", default="savedmodel", help="savedmodel (TF Serving, default), keras, onnx, tflite"
+    )
+    parser.add_argument("--quantize", default=None, help="TFLite only: float16 or int8 (full integer)")
+    parser.add_argument("--out", type=Path, default=None, metavar="DIR", help="default: exported/ beside it")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from helpers.export import export_command
+
+    return export_command(args)
+
+
+def _configure_demo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, metavar="CKPT.h5", help="checkpoint (default: best in models/)")
+    parser.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1 (default: 7860)")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from helpers.demo_app import demo_command
+
+    return demo_command(args)
+
+
 SUBCOMMANDS: list[Subcommand] = [
     Subcommand("run", "execute notebooks with papermill into runs/", _configure_run, _run),
     Subcommand("download", "download HAM10000 from Harvard Dataverse", _configure_download, _download),
@@ -152,6 +178,8 @@ SUBCOMMANDS: list[Subcommand] = [
         "split", "create (once) and show the lesion-level train/val/test split", _configure_split, _split
     ),
     Subcommand("predict", "classify images with a checkpoint and write a CSV", _configure_predict, _predict),
+    Subcommand("export", "export a checkpoint for deployment and check parity", _configure_export, _export),
+    Subcommand("demo", "serve a local Gradio demo of a checkpoint (research only)", _configure_demo, _demo),
 ]
 
 
