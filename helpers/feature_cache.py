@@ -27,7 +27,7 @@ from helpers.atomic import atomic_path
 from helpers.callbacks import ValidationMetric
 from helpers.errors import DataError
 from helpers.models import feature_extractor
-from helpers.pipeline import frame_labels, make_dataset
+from helpers.pipeline import balanced_indices, frame_labels, make_dataset
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ def features_dataset(
     draws each epoch ``len(labels)`` rows with replacement, every class equally likely."""
     count = len(labels)
     if balanced:
-        indices = _balanced_epoch_indices(labels, seed)
+        indices = balanced_indices(labels, seed).take(len(labels))
     else:
         indices = tf.data.Dataset.range(count).shuffle(count, seed=seed, reshuffle_each_iteration=True)
     features_tensor, labels_tensor = tf.constant(features), tf.constant(labels)
@@ -180,16 +180,6 @@ def features_dataset(
         .map(lambda index: (tf.gather(features_tensor, index), tf.gather(labels_tensor, index)))
         .prefetch(tf.data.AUTOTUNE)
     )
-
-
-def _balanced_epoch_indices(labels: np.ndarray, seed: int) -> tf.data.Dataset:
-    """Per epoch, ``len(labels)`` row indices drawn with probability 1 / (class count * classes present)."""
-    classes = np.rint(labels).astype(np.int64)
-    logits = tf.constant(-np.log(np.bincount(classes)[classes]), dtype=tf.float32)[tf.newaxis]
-    epoch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2).take(1)
-    return epoch_seeds.map(
-        lambda pair: tf.random.stateless_categorical(logits, len(classes), seed=pair)[0]
-    ).unbatch()
 
 
 def train_head_on_features(

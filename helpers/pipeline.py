@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -70,11 +70,11 @@ def make_dataset(
         images = load_image_array(frame["image_path"], image_size)
     load_image = _image_loader(frame, image_size, images)
     labels_tensor = tf.constant(labels)
-    indices = _balanced_indices(labels, seed) if balanced else _epoch_indices(len(frame), training, seed)
+    indices = balanced_indices(labels, seed) if balanced else _epoch_indices(len(frame), training, seed)
     dataset = indices.map(
         lambda index: (load_image(index), tf.gather(labels_tensor, index)),
         num_parallel_calls=AUTOTUNE,
-        deterministic=not training,
+        deterministic=True,  # same seed, same batch order
     ).batch(batch_size)
     if balanced:
         dataset = dataset.take(max(1, len(frame) // batch_size))
@@ -83,7 +83,7 @@ def make_dataset(
         dataset = tf.data.Dataset.zip(dataset, seeds).map(
             lambda batch, seed_pair: (augment_images(batch[0], seed_pair), batch[1]),
             num_parallel_calls=AUTOTUNE,
-            deterministic=not training,
+            deterministic=True,  # same seed, same batch order
         )
     else:
         dataset = dataset.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=AUTOTUNE)
@@ -135,7 +135,7 @@ def _epoch_indices(count: int, training: bool, seed: int) -> tf.data.Dataset:
     return indices.shuffle(count, seed=seed, reshuffle_each_iteration=True) if training else indices
 
 
-def _balanced_indices(labels: np.ndarray, seed: int) -> tf.data.Dataset:
+def balanced_indices(labels: np.ndarray, seed: int) -> tf.data.Dataset:
     """An endless stream of row indices drawing every present class with equal probability."""
     per_class = [
         tf.data.Dataset.from_tensor_slices(np.flatnonzero(labels == value).astype(np.int64))
@@ -185,31 +185,44 @@ def load_image_array(
 ) -> np.ndarray:
     """Decode and resize every image once into a uint8 (N, H, W, 3) array, for in-memory training.
 
-    Runs as a parallel tf.data map with a progress bar; a missing or undecodable file raises
+    Decodes with :func:`image_batches` under a progress bar; a missing or undecodable file raises
     :class:`DataError` naming it.
     """
-    paths = _existing_paths(paths)
+    paths = [str(path) for path in paths]
     result = np.empty((len(paths), *image_size, 3), dtype=np.uint8)
+    filled = 0
+    with tqdm(total=len(paths), desc="Decoding images", unit="img", disable=not progress) as bar:
+        for batch in image_batches(paths, image_size):
+            result[filled : filled + len(batch)] = batch
+            filled += len(batch)
+            bar.update(len(batch))
+    return result
+
+
+def image_batches(
+    paths: Sequence[str] | pd.Series, image_size: tuple[int, int], batch_size: int = DECODE_BATCH
+) -> Iterator[np.ndarray]:
+    """The images decoded and resized as in training, in order, as uint8 (B, H, W, 3) batches.
+
+    Decoding runs as a parallel tf.data map; a missing or undecodable file raises :class:`DataError`
+    naming it.
+    """
+    paths = _existing_paths(paths)
     if not paths:
-        return result
-    decoded = (
+        return
+    decoded = iter(
         tf.data.Dataset.from_tensor_slices(paths)
         .map(
             lambda path: decode_and_resize(path, image_size), num_parallel_calls=AUTOTUNE, deterministic=True
         )
-        .batch(DECODE_BATCH)
+        .batch(batch_size)
         .prefetch(AUTOTUNE)
     )
-    batches = iter(decoded)
-    with tqdm(total=len(paths), desc="Decoding images", unit="img", disable=not progress) as bar:
-        for start in range(0, len(paths), DECODE_BATCH):
-            try:
-                batch = next(batches).numpy()
-            except tf.errors.OpError as error:
-                raise _decode_error(paths[start : start + DECODE_BATCH], image_size) from error
-            result[start : start + len(batch)] = batch
-            bar.update(len(batch))
-    return result
+    for start in range(0, len(paths), batch_size):
+        try:
+            yield next(decoded).numpy()
+        except tf.errors.OpError as error:
+            raise _decode_error(paths[start : start + batch_size], image_size) from error
 
 
 def _existing_paths(paths: Sequence[str] | pd.Series) -> list[str]:

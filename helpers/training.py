@@ -12,7 +12,6 @@ top backbone layers (BatchNorm stays frozen) at ``fine_tune_lr``. Notebook use::
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import shutil
 import time
 import warnings
@@ -131,10 +130,6 @@ class TrainConfig:
             ),
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
             (self.patience >= 1, "patience must be >= 1"),
-            (
-                not self.tensorboard or importlib.util.find_spec("tensorboard") is not None,
-                "tensorboard=True needs the tensorboard package: `uv add tensorboard`, or set it False",
-            ),
             (self.max_images is None or self.max_images >= 2, "max_images must be None or >= 2"),
             (
                 self.monitor_metric is None or self.monitor_metric in MONITORED_METRICS.get(self.task, ()),
