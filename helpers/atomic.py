@@ -1,12 +1,13 @@
-"""Atomic file writes: write to a temporary file beside the target, then rename over it.
+"""Atomic file writes: write to a temporary file (or build a folder) beside the target, then rename it.
 
-A crash or interrupt mid-write therefore never leaves a half-written checkpoint, figure or table.
+A crash or interrupt mid-write therefore never leaves a half-written checkpoint, figure, table or dataset.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,3 +53,19 @@ def atomic_write_bytes(target: str | Path, data: bytes) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
     return Path(target)
+
+
+@contextlib.contextmanager
+def staging_directory(target: str | Path) -> Iterator[Path]:
+    """Yield a new empty hidden folder beside ``target`` to build it in; it is always removed afterwards.
+
+    Move the finished folder (or its content) onto ``target`` inside the ``with`` block: being on the same
+    file system, the rename is atomic, and whatever is left (after a failure, or not moved) is deleted.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -107,6 +107,11 @@ def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
     return softmax(_as_logit_matrix(values) / temperature, axis=1)
 
 
+def calibrate(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities after temperature scaling (T > 1 softens, T < 1 sharpens), e.g. with a fitted T."""
+    return apply_temperature(logits_from_probs(probs), temperature)
+
+
 def fit_temperature(logits_or_log_probs: np.ndarray, y_true: Sequence[int] | np.ndarray) -> float:
     """The temperature T > 0 minimising the NLL of ``softmax(logits / T)`` (sigmoid for binary logits).
 

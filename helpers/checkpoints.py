@@ -260,6 +260,17 @@ def best_checkpoint(models_dir: str | Path, task: str | None = None) -> Path:
     return max(scored)[1]
 
 
+def resolve_checkpoint(
+    path: str | Path = "", task: str | None = None, models_dir: str | Path | None = None
+) -> Path:
+    """The checkpoint at ``path`` (a relative path from the project root), or the best checkpoint (for
+    ``task`` when given) in ``path`` if it is a folder, or in ``models_dir`` (default models/) if empty."""
+    if str(path):
+        path = config.project_path(path)
+        return best_checkpoint(path, task) if path.is_dir() else path
+    return best_checkpoint(config.MODELS_DIR if models_dir is None else models_dir, task)
+
+
 def check_compatible(
     metadata: dict[str, Any], *, class_names: Sequence[str], input_size: Sequence[int] | None = None
 ) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from helpers import config
+from helpers.atomic import staging_directory
 from helpers.errors import DataError
 
 GENERATOR_VERSION = 1
@@ -406,16 +406,13 @@ def make_demo_dataset(
     params = _parameters(lesions_per_class, images_per_lesion, image_size, seed)
     if not overwrite and _stored_parameters(root) == params:
         return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.building-", dir=root.parent))
     try:
-        _write_dataset(staging, params)
-        _move_into_place(staging, root)
+        with staging_directory(root) as staging:
+            _write_dataset(staging, params)
+            _move_into_place(staging, root)
     except OSError:
         if _stored_parameters(root) != params:  # else a concurrent process finished the same dataset first
             raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return root
 
 

@@ -10,7 +10,6 @@ import contextlib
 import hashlib
 import logging
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import pandas as pd
 import requests
 from tqdm.auto import tqdm
 
+from helpers.atomic import staging_directory
 from helpers.errors import DownloadError
 
 logger = logging.getLogger(__name__)
@@ -173,22 +173,26 @@ def _fetch(remote: RemoteFile, cache: Path, progress: bool) -> Path:
 
 def _unzip(archive: Path, target: Path, progress: bool) -> None:
     """Unpack ``archive`` into folder ``target``, flattening away a single top-level folder in the zip."""
-    unpacked = target.with_name(f".{target.name}.unzip")
+    with staging_directory(target) as unpacked:
+        _extract(archive, unpacked, progress)
+        entries = list(unpacked.iterdir())
+        content = entries[0] if len(entries) == 1 and entries[0].is_dir() else unpacked
+        content.rename(target)
+
+
+def _extract(archive: Path, folder: Path, progress: bool) -> None:
+    """Extract every member of a zip file but macOS metadata into ``folder``; DownloadError if it is bad."""
     try:
         with zipfile.ZipFile(archive) as zipped:
             members = [m for m in zipped.infolist() if not m.filename.startswith("__MACOSX/")]
             if not members:
                 raise DownloadError(f"{archive} is an empty zip file; delete it and download again.")
             for member in tqdm(members, desc=f"Unpacking {archive.name}", unit="file", disable=not progress):
-                zipped.extract(member, unpacked)
+                zipped.extract(member, folder)
     except zipfile.BadZipFile as error:
         raise DownloadError(
             f"{archive} is not a valid zip file ({error}); delete it and download again."
         ) from error
-    entries = list(unpacked.iterdir())
-    content = entries[0] if len(entries) == 1 and entries[0].is_dir() else unpacked
-    content.rename(target)
-    shutil.rmtree(unpacked, ignore_errors=True)
 
 
 def _write_csv(table: Path, target: Path) -> None:
@@ -243,18 +247,15 @@ def download_ham10000(
             f"{dest} exists and is not a HAM10000 folder.\nFix: move it away or pick another dest."
         )
     cache = dest.parent / DOWNLOAD_CACHE
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.unpacking-", dir=dest.parent))
     try:
-        wanted = _select(list_dataset_files(server, doi), files)
-        downloads = {remote.stem: _fetch(remote, cache, progress) for remote in wanted}
-        for stem, downloaded in downloads.items():
-            _install(downloaded, stem, staging, progress)
-        staging.replace(dest)
+        with staging_directory(dest) as staging:
+            wanted = _select(list_dataset_files(server, doi), files)
+            downloads = {remote.stem: _fetch(remote, cache, progress) for remote in wanted}
+            for stem, downloaded in downloads.items():
+                _install(downloaded, stem, staging, progress)
+            staging.replace(dest)
     except (DownloadError, OSError) as error:  # OSError: e.g. disk full while writing or unpacking
         raise DownloadError(f"{error}\n{_manual_fix(server, doi, dest)}") from error
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     for downloaded in downloads.values():
         downloaded.unlink(missing_ok=True)
     with contextlib.suppress(OSError):

@@ -7,7 +7,6 @@ split, never on the test set, and saved beside the checkpoint for ``skinlesion p
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,30 +17,30 @@ from typing import Any
 import keras
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
-from tqdm.auto import tqdm
 
 from helpers import config
-from helpers.calibration import (
-    apply_temperature,
-    expected_calibration_error,
-    fit_temperature,
-    logits_from_probs,
-)
-from helpers.checkpoints import best_checkpoint, check_compatible, load_checkpoint
+from helpers.calibration import calibrate, expected_calibration_error, fit_temperature, logits_from_probs
+from helpers.checkpoints import check_compatible, load_checkpoint
 from helpers.data_source import resolve_data_root
 from helpers.errors import CheckpointError, DataError
 from helpers.folder_dataset import drop_ham10000_overlap, load_folder_dataset
 from helpers.ham10000 import load_ham10000
+from helpers.inference import predict_probabilities
 from helpers.isic2018 import load_isic2018_test
-from helpers.metrics import binary_metrics, bootstrap_ci, malignant_probability, multiclass_metrics
-from helpers.pipeline import make_dataset
+from helpers.metrics import (
+    balanced_accuracy,
+    binary_metrics,
+    bootstrap_ci,
+    macro_auc,
+    malignant_probability,
+    multiclass_metrics,
+    rank_auc,
+)
 from helpers.splits import apply_split, load_split
 from helpers.thresholds import (
-    DEFAULT_THRESHOLD,
-    load_operating_point,
     operating_point_path,
     save_operating_point,
+    saved_operating_point,
     sensitivity_specificity,
     threshold_for_sensitivity,
 )
@@ -66,21 +65,6 @@ class EvaluationSet:
 
 
 # ---------------------------------------------------------------- checkpoints
-
-
-def resolve_checkpoints(
-    checkpoints: Sequence[str | Path], task: str, models_dir: str | Path | None = None
-) -> list[Path]:
-    """The given checkpoint paths (relative ones from the project root), or, when none are given, the best
-    checkpoint for ``task`` in models/."""
-    if checkpoints:
-        return [project_path(path) for path in checkpoints]
-    return [best_checkpoint(models_dir if models_dir is not None else config.MODELS_DIR, task)]
-
-
-def project_path(path: str | Path) -> Path:
-    """``path`` with a relative path taken from the project root (notebooks run inside notebooks/)."""
-    return config.PROJECT_ROOT / Path(path).expanduser()
 
 
 def checked_class_names(metadata: dict[str, Any]) -> tuple[str, ...]:
@@ -154,16 +138,16 @@ def evaluation_frame(
     if kind == "internal":
         internal, synthetic = internal_partitions(metadata, data_root)
         return EvaluationSet(
-            test=_partition(internal, "test"),
-            val=_partition(internal, "val"),
+            test=partition(internal, "test"),
+            val=partition(internal, "val"),
             description=f"internal test partition of {Path(metadata['split_file']).name}",
             synthetic=synthetic,
         )
     if not path:
         raise DataError(f"eval set {kind!r} needs the path of its folder", fix="pass path=... (eval_path)")
     internal, synthetic = _internal_if_available(metadata, data_root)
-    val = None if internal is None else _partition(internal, "val")
-    path = project_path(path)
+    val = None if internal is None else partition(internal, "val")
+    path = config.project_path(path)
     if kind == "isic2018":
         return EvaluationSet(load_isic2018_test(path), val, f"ISIC 2018 Task 3 test set at {path}", synthetic)
     test, note = _unseen_folder_images(load_folder_dataset(path), internal)
@@ -174,15 +158,27 @@ def internal_partitions(
     metadata: dict[str, Any], data_root: str | Path = "auto"
 ) -> tuple[pd.DataFrame, bool]:
     """HAM10000 with the ``partition`` of the checkpoint's saved split, and whether it is demo data."""
+    _split_file(metadata)  # fail before loading any data
+    source = resolve_data_root(data_root)
+    return checkpoint_partitions(load_ham10000(source.root), metadata), source.is_demo
+
+
+def checkpoint_partitions(frame: pd.DataFrame, metadata: dict[str, Any]) -> pd.DataFrame:
+    """``frame`` with the ``partition`` column of the split the checkpoint was trained with."""
+    split_file = _split_file(metadata)
+    return apply_split(frame, load_split(split_file), source=split_file)
+
+
+def _split_file(metadata: dict[str, Any]) -> str:
+    """The split file recorded in a checkpoint's sidecar; CheckpointError if there is none."""
     split_file = metadata.get("split_file")
     if not split_file:
         raise CheckpointError(
-            f"{metadata.get('checkpoint')} records no split_file in its sidecar, so its test partition is "
-            "unknown.\nFix: evaluate a checkpoint trained by helpers.training, or use an external eval set."
+            f"{metadata.get('checkpoint', 'The checkpoint')} records no split_file in its sidecar, so its "
+            "test partition is unknown.\nFix: use a checkpoint trained by helpers.training (its sidecar "
+            "names the split); to evaluate one without it, use an external eval set (isic2018 or folder)."
         )
-    source = resolve_data_root(data_root)
-    frame = apply_split(load_ham10000(source.root), load_split(split_file), source=split_file)
-    return frame, source.is_demo
+    return split_file
 
 
 def _internal_if_available(
@@ -198,7 +194,8 @@ def _internal_if_available(
     return None, False
 
 
-def _partition(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+def partition(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The rows of ``frame`` in partition ``name`` ("train", "val" or "test"); DataError if there are none."""
     part = frame[frame["partition"] == name].reset_index(drop=True)
     if part.empty:
         raise DataError(
@@ -222,47 +219,7 @@ def _unseen_folder_images(folder: pd.DataFrame, internal: pd.DataFrame | None) -
     return kept, f"{len(removed)} images of lesions seen in training/validation removed"
 
 
-# ---------------------------------------------------------------- prediction
-
-
-def class_probabilities(outputs: np.ndarray) -> np.ndarray:
-    """(N, K) class probabilities from model outputs; a sigmoid (N, 1) becomes [P(benign), P(malignant)]."""
-    outputs = np.asarray(outputs, dtype=float)
-    return np.column_stack([1 - outputs[:, 0], outputs[:, 0]]) if outputs.shape[1] == 1 else outputs
-
-
-def predict_batch(model: keras.Model, images: np.ndarray, *, tta: bool = False) -> np.ndarray:
-    """(B, K) class probabilities of a batch of 0..255 images; ``tta`` averages them over the identity,
-    horizontal flip and vertical flip of every image."""
-    images = np.asarray(images, dtype=np.float32)
-    views = [images, images[:, :, ::-1], images[:, ::-1]] if tta else [images]
-    return class_probabilities(np.mean([np.asarray(model(view, training=False)) for view in views], axis=0))
-
-
-def predict_probabilities(
-    model: keras.Model,
-    frame: pd.DataFrame,
-    *,
-    input_size: Sequence[int],
-    batch_size: int = 32,
-    tta: bool = False,
-    progress: bool = True,
-) -> np.ndarray:
-    """(N, K) class probabilities for the frame's images, resized to ``input_size`` (height, width)."""
-    dataset = make_dataset(frame, task="binary", image_size=tuple(input_size), batch_size=batch_size)
-    batches = tqdm(
-        dataset,
-        total=math.ceil(len(frame) / batch_size),
-        desc="Predicting",
-        unit="batch",
-        disable=not progress,
-    )
-    return np.concatenate([predict_batch(model, images.numpy(), tta=tta) for images, _ in batches])
-
-
-def calibrate(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """(N, K) probabilities after temperature scaling (T > 1 softens, T < 1 sharpens)."""
-    return apply_temperature(logits_from_probs(probs), temperature)
+# ---------------------------------------------------------------- labels
 
 
 def class_labels(frame: pd.DataFrame, class_names: Sequence[str]) -> np.ndarray | None:
@@ -290,15 +247,6 @@ def calibration_view(
 
 
 # ---------------------------------------------------------------- operating point
-
-
-def saved_operating_point(checkpoint: str | Path) -> dict[str, float]:
-    """The saved threshold and temperature of a checkpoint, or threshold 0.5 and temperature 1 if none."""
-    path = operating_point_path(checkpoint)
-    if not path.is_file():
-        return {"threshold": DEFAULT_THRESHOLD, "temperature": 1.0}
-    record = load_operating_point(path)
-    return {"threshold": float(record["threshold"]), "temperature": float(record["temperature"])}
 
 
 def tune_operating_point(
@@ -329,32 +277,6 @@ def tune_operating_point(
 
 
 # ---------------------------------------------------------------- metrics
-
-
-def rank_auc(positives: np.ndarray, scores: np.ndarray) -> float:
-    """ROC-AUC as the Mann-Whitney rank statistic (ties count half), NaN without positives or negatives.
-
-    Equals scikit-learn's roc_auc_score but is fast enough for a thousand bootstrap resamples.
-    """
-    positives = np.asarray(positives, dtype=bool)
-    n_positive = int(positives.sum())
-    n_negative = positives.size - n_positive
-    if n_positive == 0 or n_negative == 0:
-        return float("nan")
-    rank_sum = rankdata(scores)[positives].sum()
-    return float((rank_sum - n_positive * (n_positive + 1) / 2) / (n_positive * n_negative))
-
-
-def balanced_accuracy(labels: np.ndarray, probs: np.ndarray) -> float:
-    """Mean recall of the argmax over the classes present in ``labels`` (as in multiclass_metrics)."""
-    predicted = np.asarray(probs).argmax(axis=1)
-    return float(np.mean([np.mean(predicted[labels == k] == k) for k in np.unique(labels)]))
-
-
-def macro_auc(labels: np.ndarray, probs: np.ndarray) -> float:
-    """Mean one-vs-rest AUC over the classes where it is defined (as in multiclass_metrics)."""
-    aucs = np.array([rank_auc(labels == k, probs[:, k]) for k in range(probs.shape[1])])
-    return float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan")
 
 
 def _decision_balanced_accuracy(malignant: np.ndarray, p_malignant: np.ndarray, threshold: float) -> float:

@@ -1,7 +1,9 @@
 """Notebook-facing explainability: pick test images, explain them, and score heatmaps against lesion masks.
 
-Images are read at their original size; Grad-CAM and saliency maps are computed at the model's input size
-and upsampled to the image (see :mod:`helpers.gradcam`), so masks are compared at full resolution.
+Test images come from :func:`helpers.evaluation.checkpoint_partitions` and their probabilities from
+:func:`helpers.inference.predict_probabilities`. Images are read at their original size; Grad-CAM and
+saliency maps are computed at the model's input size and upsampled to the image (see :mod:`helpers.gradcam`),
+so masks are compared at full resolution.
 """
 
 from __future__ import annotations
@@ -22,13 +24,12 @@ from tqdm.auto import tqdm
 
 from helpers import config
 from helpers.atomic import atomic_write_text
-from helpers.checkpoints import best_checkpoint
-from helpers.errors import CheckpointError, DataError
+from helpers.errors import DataError
 from helpers.gradcam import ExplainError, gradcam, gradcam_batch, overlay, saliency_map
 from helpers.images import read_image_rgb
+from helpers.inference import class_probabilities
 from helpers.localization import load_mask, localization_table, score_localization
-from helpers.pipeline import frame_labels, load_image_array
-from helpers.splits import apply_split, load_split
+from helpers.pipeline import frame_labels
 
 METHODS: tuple[str, ...] = ("gradcam", "saliency")
 METHOD_LABELS: dict[str, str] = {"gradcam": "Grad-CAM", "saliency": "Saliency"}
@@ -37,37 +38,7 @@ SCORING_BATCH = 16
 """Images per Grad-CAM batch when scoring against masks (same-size images only)."""
 
 
-# ---------------------------------------------------------------- checkpoint and test images
-
-
-def resolve_checkpoint(checkpoint: str | Path = "") -> Path:
-    """The checkpoint to explain: the given path (relative to the project root), else the best in models/."""
-    if not str(checkpoint):
-        return best_checkpoint(config.MODELS_DIR)
-    path = Path(checkpoint).expanduser()
-    return path if path.is_absolute() else config.PROJECT_ROOT / path
-
-
-def checkpoint_test_images(frame: pd.DataFrame, metadata: Mapping[str, Any]) -> pd.DataFrame:
-    """The rows of ``frame`` in the test partition of the split the checkpoint was trained with."""
-    split_file = metadata.get("split_file")
-    if not split_file:
-        raise CheckpointError(
-            f"{metadata.get('checkpoint', 'The checkpoint')} records no split_file, so its test images are "
-            "unknown.\nFix: explain a checkpoint saved by helpers.training (its sidecar names the split)."
-        )
-    split = apply_split(frame, load_split(split_file), source=split_file)
-    test = split[split["partition"] == "test"].reset_index(drop=True)
-    if test.empty:
-        raise DataError("The split has no test images.", path=split_file, fix="Remake the split.")
-    return test
-
-
-def predict_probabilities(model: keras.Model, frame: pd.DataFrame, *, batch_size: int = 32) -> np.ndarray:
-    """The model's output (N, K) for the frame's images, resized to its input size as in training."""
-    input_size = tuple(model.inputs[0].shape[1:3])
-    images = load_image_array(frame["image_path"], input_size)
-    return np.asarray(model.predict(images, batch_size=batch_size, verbose=0), dtype=np.float64)
+# ---------------------------------------------------------------- predictions and example choice
 
 
 def target_index(target_class: str, class_names: Sequence[str]) -> int | None:
@@ -81,31 +52,31 @@ def target_index(target_class: str, class_names: Sequence[str]) -> int | None:
     return list(class_names).index(target_class)
 
 
-# ---------------------------------------------------------------- predictions and example choice
-
-
 def _is_binary(probs: np.ndarray, class_names: Sequence[str]) -> bool:
-    """Whether ``probs`` are one sigmoid column; raise if their width does not fit ``class_names``."""
+    """Whether ``probs`` are malignant-vs-benign (one sigmoid column, or the binary class names); raise if
+    their width does not fit ``class_names``."""
     if probs.ndim != 2 or probs.shape[1] not in (1, len(class_names)) or len(class_names) < 2:
         raise ExplainError(
             f"probabilities shaped {probs.shape} do not fit the classes {list(class_names)}: "
             "expected (N, 1) for a sigmoid model or (N, number of classes)."
         )
-    return probs.shape[1] == 1
+    return probs.shape[1] == 1 or tuple(class_names) == config.BINARY_CLASS_NAMES
 
 
 def with_predictions(frame: pd.DataFrame, probs: np.ndarray, class_names: Sequence[str]) -> pd.DataFrame:
     """Copy of ``frame`` with true/predicted class names, the confidence and "correct"/"wrong" per image.
 
-    One probability column means a sigmoid model: malignant when p >= 0.5, the truth from ``malignant``.
+    ``probs`` come from :func:`helpers.inference.predict_probabilities` (or are a sigmoid's one column).
+    A malignant-vs-benign model predicts malignant when P(malignant) >= 0.5; its truth is ``malignant``.
     """
     probs = np.asarray(probs, dtype=np.float64)
     binary = _is_binary(probs, class_names)
     if len(probs) != len(frame):
         raise ExplainError(f"got {len(probs)} rows of probabilities for {len(frame)} images.")
     if binary:
-        predicted = (probs[:, 0] >= 0.5).astype(int)
-        confidence = np.where(predicted == 1, probs[:, 0], 1.0 - probs[:, 0])
+        p_malignant = class_probabilities(probs)[:, 1]
+        predicted = (p_malignant >= 0.5).astype(int)
+        confidence = np.where(predicted == 1, p_malignant, 1.0 - p_malignant)
     else:
         predicted, confidence = probs.argmax(axis=1), probs.max(axis=1)
     truth = frame_labels(frame, "binary" if binary else "multiclass").astype(int)

@@ -16,14 +16,7 @@ import pandas as pd
 from helpers.config import BINARY_CLASS_NAMES
 from helpers.errors import DataError
 from helpers.images import IMAGE_SUFFIXES
-from helpers.validation import (
-    OnError,
-    check_unique,
-    conform_frame,
-    read_table,
-    require_columns,
-    validate_image_files,
-)
+from helpers.validation import OnError, check_unique, conform_frame, read_checked_table, validate_image_files
 
 logger = logging.getLogger(__name__)
 
@@ -90,14 +83,13 @@ def _scan(root: Path) -> pd.DataFrame:
 
 def _add_crossref(frame: pd.DataFrame, csv_path: Path) -> pd.DataFrame:
     """Add ham_image_id and ham_lesion_id (NaN where the image is not from HAM10000) from the crossref CSV."""
-    crossref = read_table(csv_path)
-    require_columns(crossref, CROSSREF_COLUMNS, csv_path)
+    crossref = read_checked_table(csv_path, CROSSREF_COLUMNS)
     crossref["image_id"] = [
         "/".join(part for part in (split, label, Path(file).stem) if part)
         for split, label, file in zip(crossref["split"], crossref["label"], crossref["file"], strict=True)
     ]
     check_unique(crossref, "image_id", csv_path)
-    matched = crossref[crossref["ham_image_id"].str.strip() != ""].set_index("image_id")
+    matched = crossref[crossref["ham_image_id"] != ""].set_index("image_id")
     frame["ham_image_id"] = frame["image_id"].map(matched["ham_image_id"])
     frame["ham_lesion_id"] = frame["image_id"].map(matched["lesion_id"])
     return frame

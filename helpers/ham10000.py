@@ -17,12 +17,9 @@ from helpers.images import locate_images
 from helpers.validation import (
     OnError,
     check_labels,
-    check_unique,
     conform_frame,
     numeric_column,
-    read_table,
-    require_columns,
-    require_filled,
+    read_checked_table,
     validate_image_files,
 )
 
@@ -70,12 +67,10 @@ def _mask_paths(root: Path, image_ids: pd.Series) -> list[str | None]:
 
 def _read_metadata(csv_path: Path) -> pd.DataFrame:
     """The metadata CSV, validated: all columns present, ids filled and unique, dx known, age numeric."""
-    frame = read_table(csv_path)
-    require_columns(frame, METADATA_COLUMNS, csv_path)
-    frame = frame[list(METADATA_COLUMNS)].apply(lambda column: column.str.strip())
-    require_filled(frame, ("lesion_id", "image_id", "dx"), csv_path)
+    frame = read_checked_table(
+        csv_path, METADATA_COLUMNS, filled=("lesion_id", "image_id", "dx"), unique="image_id"
+    )
     check_labels(frame, csv_path)
-    check_unique(frame, "image_id", csv_path)
     frame["age"] = numeric_column(frame, "age", csv_path)
     return frame
 
@@ -129,10 +124,5 @@ def load_duplicate_pairs(path: str | Path) -> list[tuple[str, str]]:
     """
     path = Path(path)
     csv_path = path / DUPLICATES_FILE if path.is_dir() else path
-    frame = read_table(csv_path)
-    require_columns(frame, ("similarity", "from_img", "to_img"), csv_path)
-    require_filled(frame, ("from_img", "to_img"), csv_path)
-    return [
-        (Path(a.strip()).stem, Path(b.strip()).stem)
-        for a, b in zip(frame["from_img"], frame["to_img"], strict=True)
-    ]
+    frame = read_checked_table(csv_path, ("similarity", "from_img", "to_img"), filled=("from_img", "to_img"))
+    return [(Path(a).stem, Path(b).stem) for a, b in zip(frame["from_img"], frame["to_img"], strict=True)]

@@ -14,13 +14,10 @@ from helpers.errors import DataError
 from helpers.images import locate_images
 from helpers.validation import (
     OnError,
-    check_unique,
     conform_frame,
     format_listing,
     numeric_column,
-    read_table,
-    require_columns,
-    require_filled,
+    read_checked_table,
     validate_image_files,
 )
 
@@ -87,11 +84,7 @@ def load_isic2018_test(
         raise DataError("ISIC 2018 image folder not found.", path=images_dir, fix="Check the path.")
     csv_path = Path(ground_truth_csv or images_dir)
     csv_path = find_ground_truth(csv_path) if csv_path.is_dir() else csv_path
-    table = read_table(csv_path)
-    require_columns(table, CSV_COLUMNS, csv_path)
-    table["image"] = table["image"].str.strip()
-    require_filled(table, ("image",), csv_path)
-    check_unique(table, "image", csv_path)
+    table = read_checked_table(csv_path, CSV_COLUMNS, filled=("image",), unique="image")
     frame = pd.DataFrame({"image_id": table["image"], "dx": _diagnoses(table, csv_path)})
     frame["image_path"] = locate_images(frame["image_id"], [images_dir])
     frame, report = validate_image_files(

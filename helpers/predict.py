@@ -1,8 +1,8 @@
 """Predict new images with a saved checkpoint: class probabilities, P(malignant) and the malignant decision
 at the checkpoint's validation-tuned operating point (``skinlesion predict``).
 
-Images are decoded and resized exactly as in training (:mod:`helpers.pipeline`). A file that cannot be read
-gets a row with its error and NaN probabilities; the other images are still predicted.
+Images are decoded and resized exactly as in training (:func:`helpers.inference.read_for_model`). A file
+that cannot be read gets a row with its error and NaN probabilities; the other images are still predicted.
 """
 
 from __future__ import annotations
@@ -14,33 +14,23 @@ from pathlib import Path
 import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 from tqdm.auto import tqdm
 
 from helpers.atomic import atomic_path
+from helpers.calibration import calibrate
 from helpers.checkpoints import load_checkpoint
 from helpers.config import BINARY_CLASS_NAMES
 from helpers.errors import CheckpointError, DataError
-from helpers.evaluation import calibrate, checked_class_names, predict_batch, saved_operating_point
-from helpers.images import IMAGE_SUFFIXES, image_problem
+from helpers.evaluation import checked_class_names
+from helpers.images import IMAGE_SUFFIXES
+from helpers.inference import predict_batch, read_for_model
 from helpers.metrics import malignant_probability
-from helpers.pipeline import decode_and_resize
+from helpers.thresholds import saved_operating_point
 
 
 def probability_column(class_name: str) -> str:
     """Name of the output column holding the probability of ``class_name``."""
     return f"prob_{class_name}"
-
-
-def read_for_model(path: str | Path, input_size: Sequence[int]) -> np.ndarray:
-    """One image as uint8 (H, W, 3) at ``input_size``, decoded as in training; DataError if unusable."""
-    problem = image_problem(path)
-    if problem is not None:
-        raise DataError(f"Unusable image: {problem}.", path=path)
-    try:
-        return decode_and_resize(tf.constant(str(path)), tuple(input_size)).numpy()
-    except tf.errors.OpError as error:
-        raise DataError(f"Cannot decode image ({error.message}).", path=path) from error
 
 
 def predict_images(

@@ -129,7 +129,11 @@ def load_operating_point(path: str | Path) -> dict:
     return record
 
 
-def prediction_threshold(checkpoint_path: str | Path) -> float:
-    """The saved threshold for a checkpoint, or :data:`DEFAULT_THRESHOLD` when none was saved."""
+def saved_operating_point(checkpoint_path: str | Path) -> dict[str, float]:
+    """The saved threshold and temperature of a checkpoint, or :data:`DEFAULT_THRESHOLD` and temperature 1
+    when none was saved."""
     path = operating_point_path(checkpoint_path)
-    return float(load_operating_point(path)["threshold"]) if path.is_file() else DEFAULT_THRESHOLD
+    if not path.is_file():
+        return {"threshold": DEFAULT_THRESHOLD, "temperature": 1.0}
+    record = load_operating_point(path)
+    return {"threshold": float(record["threshold"]), "temperature": float(record["temperature"])}

@@ -133,6 +133,20 @@ def require_filled(frame: pd.DataFrame, columns: Iterable[str], path: str | Path
             )
 
 
+def read_checked_table(
+    path: str | Path, columns: Sequence[str], *, filled: Iterable[str] = (), unique: str | None = None
+) -> pd.DataFrame:
+    """The CSV's ``columns`` as stripped text, after checking that they exist, that the ``filled`` ones have
+    no blank cell and that column ``unique`` repeats no value (each problem raises a DataError naming it)."""
+    frame = read_table(path)
+    require_columns(frame, columns, path)
+    frame = frame[list(columns)].apply(lambda column: column.str.strip())
+    require_filled(frame, filled, path)
+    if unique is not None:
+        check_unique(frame, unique, path)
+    return frame
+
+
 def check_labels(
     frame: pd.DataFrame, path: str | Path, column: str = "dx", allowed: Sequence[str] = CLASS_NAMES
 ) -> None:

@@ -9,6 +9,7 @@ from sklearn.metrics import log_loss
 
 from helpers.calibration import (
     apply_temperature,
+    calibrate,
     expected_calibration_error,
     fit_temperature,
     logits_from_probs,
@@ -93,6 +94,14 @@ def test_logits_from_probs_is_temperature_scaling_of_original_logits() -> None:
     )
     p = np.array([0.1, 0.5, 0.97])
     np.testing.assert_allclose(apply_temperature(logits_from_probs(p), 1.0), p)
+
+
+def test_calibrate_scales_probabilities_and_keeps_the_argmax() -> None:
+    probs = np.random.default_rng(1).dirichlet(np.ones(7), 20)
+    for temperature in (0.5, 2.0):
+        assert (calibrate(probs, temperature).argmax(1) == probs.argmax(1)).all()
+    np.testing.assert_allclose(calibrate(probs, 1.0), probs, atol=1e-6)
+    np.testing.assert_allclose(calibrate(probs, 1e3), 1 / 7, atol=1e-3)  # very high T: uniform
 
 
 def test_fit_temperature_warns_at_search_bound() -> None:

@@ -196,6 +196,27 @@ def test_list_and_best_checkpoint_by_task(tmp_path):
         checkpoints.best_checkpoint(tmp_path / "empty")
 
 
+def test_resolve_checkpoint_takes_the_path_or_the_best_for_the_task(tmp_path, monkeypatch):
+    _fake_checkpoint(tmp_path, "a.h5", task="multiclass", val_metric=0.3)
+    _fake_checkpoint(tmp_path, "b.h5", task="multiclass", val_metric=0.6)
+    _fake_checkpoint(tmp_path, "c.h5", task="binary", val_metric=0.9)
+    assert checkpoints.resolve_checkpoint("", "multiclass", tmp_path) == tmp_path / "b.h5"
+    # relative to the project root, not to the notebooks/ folder a notebook runs in
+    assert checkpoints.resolve_checkpoint("models/x.h5") == config.PROJECT_ROOT / "models" / "x.h5"
+    assert checkpoints.resolve_checkpoint(tmp_path / "y.h5", "binary") == tmp_path / "y.h5"
+    monkeypatch.setattr(config, "MODELS_DIR", tmp_path)
+    assert checkpoints.resolve_checkpoint() == tmp_path / "c.h5"
+    with pytest.raises(CheckpointError, match="No checkpoint for task 'regression'"):
+        checkpoints.resolve_checkpoint("", "regression")
+
+
+def test_resolve_checkpoint_of_a_folder_is_its_best_for_the_task(tmp_path):
+    _fake_checkpoint(tmp_path, "a.h5", task="multiclass", val_metric=0.3)
+    _fake_checkpoint(tmp_path, "b.h5", task="binary", val_metric=0.9)
+    assert checkpoints.resolve_checkpoint(tmp_path, "multiclass") == tmp_path / "a.h5"
+    assert checkpoints.resolve_checkpoint(tmp_path) == tmp_path / "b.h5"
+
+
 def test_broken_sidecar_is_a_clear_error(tmp_path):
     (tmp_path / "a.h5").write_bytes(b"")
     (tmp_path / "a.json").write_text("{not json")

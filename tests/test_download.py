@@ -17,19 +17,14 @@ from urllib.parse import parse_qs, urlparse
 import cv2
 import numpy as np
 import pytest
+from builders import HAM_ROWS, noise_image
 
 from helpers import download
 from helpers.download import DOWNLOAD_CACHE, HAM10000_DOI, download_ham10000
 from helpers.errors import DownloadError
-from helpers.ham10000 import load_ham10000
+from helpers.ham10000 import METADATA_COLUMNS, load_ham10000
 
-METADATA_ROWS = [
-    ("lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"),
-    ("HAM_0000001", "ISIC_0000001", "nv", "follow_up", "45.0", "male", "back"),
-    ("HAM_0000001", "ISIC_0000002", "nv", "follow_up", "45.0", "male", "back"),
-    ("HAM_0000002", "ISIC_0000003", "mel", "histo", "", "female", "face"),
-    ("HAM_0000003", "ISIC_0000004", "bcc", "histo", "70.0", "unknown", "trunk"),
-]
+METADATA_ROWS = [METADATA_COLUMNS, *HAM_ROWS]
 IMAGE_IDS = [row[1] for row in METADATA_ROWS[1:]]
 METADATA_CSV = "".join(",".join(row) + "\n" for row in METADATA_ROWS).encode()
 METADATA_TAB = "".join("\t".join(f'"{value}"' for value in row) + "\n" for row in METADATA_ROWS).encode()
@@ -37,8 +32,7 @@ METADATA_TAB = "".join("\t".join(f'"{value}"' for value in row) + "\n" for row i
 
 def _noise_jpeg(seed: int) -> bytes:
     """A small incompressible JPEG, so the zips span several download chunks."""
-    pixels = np.random.default_rng(seed).integers(0, 256, (48, 64, 3), dtype=np.uint8)
-    return cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+    return cv2.imencode(".jpg", noise_image(seed, (48, 64)), [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
 
 
 def _zip(members: dict[str, bytes]) -> bytes:

@@ -6,9 +6,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+from builders import write_noise_image
 
 from helpers import config, eval_plots
-from helpers.images import write_image_rgb
 from helpers.metrics import malignant_labels
 from helpers.plotting import has_title
 
@@ -68,10 +68,7 @@ def test_reliability_diagram_reports_both_eces():
 
 @pytest.fixture
 def table(tmp_path) -> pd.DataFrame:
-    paths = []
-    for index in range(6):
-        paths.append(tmp_path / f"{index}.jpg")
-        write_image_rgb(paths[-1], RNG.integers(0, 256, (30, 40, 3), dtype=np.uint8))
+    paths = [write_noise_image(tmp_path / f"{index}.jpg", index, (30, 40)) for index in range(6)]
     return pd.DataFrame(
         {
             "image_path": [str(p) for p in paths],

@@ -1,37 +1,35 @@
-"""Checkpoint evaluation on a tiny synthetic HAM10000 copy: evaluation sets, TTA, metrics, operating point."""
+"""Checkpoint evaluation on a tiny synthetic HAM10000 copy: evaluation sets, metrics, operating point."""
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score
+from builders import (
+    flip_sensitive_model,
+    save_untrained_checkpoint,
+    split_demo_data,
+    write_isic2018_test_set,
+    write_noise_image,
+)
 
 from helpers import config
 from helpers.checkpoints import save_checkpoint
-from helpers.demo_data import make_demo_dataset
-from helpers.errors import CheckpointError
+from helpers.errors import CheckpointError, DataError
 from helpers.evaluation import (
-    balanced_accuracy,
-    calibrate,
+    checkpoint_partitions,
     evaluate_checkpoint,
     evaluation_frame,
     load_for_evaluation,
-    macro_auc,
-    predict_batch,
-    predict_probabilities,
+    partition,
     prediction_table,
-    rank_auc,
-    resolve_checkpoints,
 )
 from helpers.ham10000 import load_ham10000
-from helpers.images import write_image_rgb
-from helpers.isic2018 import DX_COLUMNS, GROUND_TRUTH_FILE
-from helpers.metrics import malignant_probability, multiclass_metrics
+from helpers.inference import predict_probabilities
+from helpers.isic2018 import DX_COLUMNS
+from helpers.metrics import malignant_probability
 from helpers.models import build_model
 from helpers.pipeline import load_image_array
 from helpers.predict import predict_images
@@ -46,18 +44,19 @@ MODEL_SIZE = (32, 40)
 def tiny(tmp_path_factory) -> dict:
     """A synthetic HAM10000 copy, 4 lesions per class, with a saved split (1/2 train, 1/4 val, 1/4 test)."""
     folder = tmp_path_factory.mktemp("tiny")
-    root = make_demo_dataset(folder / "demo", lesions_per_class=4, image_size=IMAGE_SIZE)
-    split = make_lesion_split(load_ham10000(root), val_fraction=0.25, test_fraction=0.25, seed=0)
-    split_file = save_split(split, folder / "split.csv")
+    root, split, split_file = split_demo_data(
+        folder / "demo",
+        folder / "split.csv",
+        demo_options={"lesions_per_class": 4, "image_size": IMAGE_SIZE},
+        val_fraction=0.25,
+        test_fraction=0.25,
+        seed=0,
+    )
     return {"root": root, "split": split, "split_file": split_file, "folder": folder}
 
 
-def _checkpoint(folder: Path, name: str, *, task="multiclass", size=MODEL_SIZE, split_file=None, **extra):
-    classes = config.CLASS_NAMES if task == "multiclass" else config.BINARY_CLASS_NAMES
-    model = build_model("light_cnn", task=task, num_classes=len(classes), input_size=size, weights=None)
-    metadata = {"task": task, "class_names": list(classes), "input_size": list(size), "arch": "light_cnn"}
-    metadata.update(split_file=None if split_file is None else str(split_file), **extra)
-    return save_checkpoint(model, folder / f"{name}.h5", metadata)
+def _checkpoint(folder: Path, name: str, **options) -> Path:
+    return save_untrained_checkpoint(folder / f"{name}.h5", input_size=MODEL_SIZE, **options)
 
 
 @pytest.fixture(scope="module")
@@ -93,9 +92,10 @@ def test_internal_evaluation_end_to_end(tiny, multiclass_ckpt):
 
 
 def test_predict_agrees_with_evaluation_through_the_saved_operating_point(tiny):
-    metadata = {"task": "multiclass", "class_names": list(config.CLASS_NAMES), "input_size": list(IMAGE_SIZE)}
     path = tiny["folder"] / "flip_sensitive.h5"
-    save_checkpoint(_flip_sensitive_model(), path, {**metadata, "split_file": str(tiny["split_file"])})
+    sidecar = {"task": "multiclass", "class_names": list(config.CLASS_NAMES), "input_size": list(IMAGE_SIZE)}
+    sidecar["split_file"] = str(tiny["split_file"])
+    save_checkpoint(flip_sensitive_model(IMAGE_SIZE), path, sidecar)
     [(model, metadata)] = load_for_evaluation([path])
     chosen = evaluation_frame("internal", metadata=metadata, data_root=tiny["root"])
     with warnings.catch_warnings():
@@ -145,44 +145,24 @@ def test_internal_set_needs_the_split_file(tiny):
         evaluation_frame("internal", metadata=metadata, data_root=tiny["root"])
 
 
-def _flip_sensitive_model() -> keras.Model:
-    """Softmax of a fixed random linear map of the pixels: its output changes when the image is flipped."""
-    inputs = keras.Input((*IMAGE_SIZE, 3))
-    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
-    dense = keras.layers.Dense(
-        7, activation="softmax", kernel_initializer=keras.initializers.RandomNormal(0, 0.05, seed=1)
-    )
-    return keras.Model(inputs, dense(x))
-
-
-def test_tta_averages_identity_and_both_flips(tiny):
-    model = _flip_sensitive_model()
-    frame = load_ham10000(tiny["root"]).head(10)
-    images = load_image_array(frame["image_path"], IMAGE_SIZE, progress=False).astype("float32")
-    views = [images, images[:, :, ::-1], images[:, ::-1]]
-    expected = np.mean([model.predict(view, verbose=0) for view in views], axis=0)
-    with_tta = predict_probabilities(
-        model, frame, input_size=IMAGE_SIZE, batch_size=4, tta=True, progress=False
-    )
-    without = predict_probabilities(model, frame, input_size=IMAGE_SIZE, tta=False, progress=False)
-    np.testing.assert_allclose(with_tta, expected, atol=1e-5)
-    np.testing.assert_allclose(without, model.predict(images, verbose=0), atol=1e-5)
-    assert not np.allclose(with_tta, without, atol=1e-4)
-    np.testing.assert_allclose(predict_batch(model, images, tta=True), expected, atol=1e-5)
+def test_checkpoint_partitions_follow_the_recorded_split(tiny):
+    frame = load_ham10000(tiny["root"])
+    test = partition(checkpoint_partitions(frame, {"split_file": str(tiny["split_file"])}), "test")
+    split = tiny["split"]
+    assert set(test["image_id"]) == set(split.loc[split["partition"] == "test", "image_id"])
+    assert (test["partition"] == "test").all()
+    with pytest.raises(CheckpointError, match="split_file"):
+        checkpoint_partitions(frame, {"checkpoint": "x.h5", "split_file": None})
+    with pytest.raises(DataError, match="no 'val' images"):
+        partition(frame.assign(partition="train"), "val")
 
 
 @pytest.fixture
 def isic_dir(tmp_path: Path) -> Path:
     """Eight images in the ISIC 2018 Task 3 test layout: one per class, a second melanoma."""
-    folder = tmp_path / "ISIC2018_Task3_Test_Input"
-    rows = ["image," + ",".join(DX_COLUMNS)]
-    for index, column in enumerate([*range(len(DX_COLUMNS)), 0]):
-        image_id = f"ISIC_{34524 + index:07d}"
-        pixels = np.random.default_rng(index).integers(0, 256, (60, 80, 3), dtype=np.uint8)
-        write_image_rgb(folder / f"{image_id}.jpg", pixels)
-        rows.append(",".join([image_id, *("1.0" if k == column else "0.0" for k in range(len(DX_COLUMNS)))]))
-    (folder / GROUND_TRUTH_FILE).write_text("\n".join(rows) + "\n")
-    return folder
+    return write_isic2018_test_set(
+        tmp_path / "ISIC2018_Task3_Test_Input", [*range(len(DX_COLUMNS)), 0], size=(60, 80)
+    )
 
 
 def test_isic2018_layout_is_evaluated_with_the_internal_validation_set(tiny, multiclass_ckpt, isic_dir):
@@ -199,47 +179,13 @@ def test_isic2018_layout_is_evaluated_with_the_internal_validation_set(tiny, mul
 def test_folder_set_is_scored_malignant_vs_benign(tiny, multiclass_ckpt, tmp_path):
     for name in ("benign", "malignant"):
         for index in range(3):
-            pixels = np.random.default_rng(index).integers(0, 256, (50, 50, 3), dtype=np.uint8)
-            write_image_rgb(tmp_path / "set" / name / f"{index}.jpg", pixels)
+            write_noise_image(tmp_path / "set" / name / f"{index}.jpg", index, (50, 50))
     [(model, metadata)] = load_for_evaluation([multiclass_ckpt])
     with pytest.warns(UserWarning, match="Cannot check this folder set"):
         chosen = evaluation_frame("folder", metadata=metadata, data_root=tiny["root"], path=tmp_path / "set")
     result = evaluate_checkpoint(model, metadata, chosen, n_bootstrap=10, save=False)
     assert result["multiclass"] is None and 0 <= result["summary"]["roc_auc"][0] <= 1
     assert set(prediction_table(result)["true"]) == {"benign", "malignant"}
-
-
-def test_fast_bootstrap_metrics_match_the_reference_definitions():
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 6, 300)  # class 6 absent: its AUC is undefined
-    probs = rng.dirichlet(np.ones(7), 300)
-    probs[:50, 0] = probs[:50, 0].round(1)  # ties
-    reference = multiclass_metrics(labels, probs)
-    assert balanced_accuracy(labels, probs) == pytest.approx(reference["balanced_accuracy"])
-    assert macro_auc(labels, probs) == pytest.approx(reference["macro_auc"])
-    assert rank_auc(labels == 0, probs[:, 0]) == pytest.approx(roc_auc_score(labels == 0, probs[:, 0]))
-    assert np.isnan(rank_auc(np.zeros(5, bool), np.arange(5)))
-
-
-def test_temperature_scaling_keeps_the_argmax():
-    probs = np.random.default_rng(1).dirichlet(np.ones(7), 20)
-    for temperature in (0.5, 2.0):
-        assert (calibrate(probs, temperature).argmax(1) == probs.argmax(1)).all()
-    np.testing.assert_allclose(calibrate(probs, 1.0), probs, atol=1e-6)
-    assert malignant_probability(calibrate(probs, 1e3)).std() < 1e-3  # very high T: uniform, 3/7 malignant
-
-
-def test_default_checkpoint_is_the_best_for_the_task(tmp_path):
-    for name, metric in (("a", 0.3), ("b", 0.6)):
-        (tmp_path / f"{name}.h5").touch()
-        (tmp_path / f"{name}.json").write_text(json.dumps({"task": "multiclass", "val_metric": metric}))
-    assert resolve_checkpoints([], "multiclass", tmp_path) == [tmp_path / "b.h5"]
-    assert resolve_checkpoints(["models/x.h5", tmp_path / "y.h5"], "multiclass") == [
-        config.PROJECT_ROOT / "models" / "x.h5",  # relative to the project root, not to notebooks/
-        tmp_path / "y.h5",
-    ]
-    with pytest.raises(CheckpointError):
-        resolve_checkpoints([], "binary", tmp_path)
 
 
 @pytest.mark.real_data

@@ -15,14 +15,13 @@ import pytest  # noqa: E402
 
 from helpers import config, explain  # noqa: E402
 from helpers.demo_data import make_demo_dataset  # noqa: E402
-from helpers.errors import CheckpointError, DataError  # noqa: E402
+from helpers.errors import DataError  # noqa: E402
 from helpers.gradcam import ExplainError  # noqa: E402
 from helpers.ham10000 import load_ham10000  # noqa: E402
 from helpers.images import read_image_rgb  # noqa: E402
 from helpers.localization import load_mask  # noqa: E402
 from helpers.models import build_model  # noqa: E402
 from helpers.plotting import has_title  # noqa: E402
-from helpers.splits import make_lesion_split, save_split  # noqa: E402
 
 SUMMARY_COLUMNS = [
     "n",
@@ -92,11 +91,19 @@ def test_sigmoid_probabilities_are_read_as_malignant_vs_benign():
     np.testing.assert_allclose(result["confidence"], [0.8, 0.7])
 
 
+def test_benign_and_malignant_columns_are_read_like_a_sigmoid():
+    frame, names = _labelled_frame([4, 5]), config.BINARY_CLASS_NAMES
+    two_columns = explain.with_predictions(frame, np.array([[0.2, 0.8], [0.6, 0.4]]), names)
+    one_column = explain.with_predictions(frame, np.array([[0.8], [0.4]]), names)
+    pd.testing.assert_frame_equal(two_columns, one_column)
+    assert two_columns["outcome"].tolist() == ["correct", "correct"]
+
+
 def test_probability_width_must_fit_the_classes():
     with pytest.raises(ExplainError, match="do not fit"):
         explain.with_predictions(_labelled_frame([0, 1]), np.full((2, 3), 1 / 3), config.CLASS_NAMES)
     with pytest.raises(ExplainError, match="beyond the model's classes"):
-        explain.with_predictions(_labelled_frame([5]), np.array([[0.3, 0.7]]), config.BINARY_CLASS_NAMES)
+        explain.with_predictions(_labelled_frame([5]), np.full((1, 3), 1 / 3), ("a", "b", "c"))
 
 
 def test_select_examples_takes_the_most_confident_correct_and_wrong_per_class():
@@ -125,37 +132,7 @@ def test_target_index():
         explain.target_index("melanoma", config.CLASS_NAMES)
 
 
-# ---------------------------------------------------------------- checkpoint and test images
-
-
-def test_checkpoint_test_images_follow_the_recorded_split(demo_frame, tmp_path):
-    split = make_lesion_split(demo_frame, val_fraction=0.3, test_fraction=0.3, seed=1)
-    split_file = save_split(split, tmp_path / "split.csv")
-    test = explain.checkpoint_test_images(demo_frame, {"split_file": str(split_file)})
-    expected = set(split.loc[split["partition"] == "test", "image_id"])
-    assert set(test["image_id"]) == expected and (test["partition"] == "test").all()
-
-
-def test_checkpoint_without_split_is_a_clear_error(demo_frame):
-    with pytest.raises(CheckpointError, match="split_file"):
-        explain.checkpoint_test_images(demo_frame, {"checkpoint": "x.h5", "split_file": None})
-
-
-def test_resolve_checkpoint(tmp_path, monkeypatch):
-    assert explain.resolve_checkpoint("models/a.h5") == config.PROJECT_ROOT / "models" / "a.h5"
-    assert explain.resolve_checkpoint(tmp_path / "b.h5") == tmp_path / "b.h5"
-    monkeypatch.setattr(config, "MODELS_DIR", tmp_path)
-    with pytest.raises(CheckpointError, match="No checkpoint"):
-        explain.resolve_checkpoint("")
-
-
 # ---------------------------------------------------------------- heatmaps and figures
-
-
-def test_predict_probabilities(tiny_model, demo_frame):
-    probs = explain.predict_probabilities(tiny_model, demo_frame.head(5))
-    assert probs.shape == (5, len(config.CLASS_NAMES))
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
 
 
 @pytest.mark.parametrize("method", explain.METHODS)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
+from builders import write_noise_image
 
 from helpers.errors import DataError
 from helpers.folder_dataset import CROSSREF_FILE, drop_ham10000_overlap, load_folder_dataset
 from helpers.ham10000 import load_ham10000
-from helpers.images import write_image_rgb
 from helpers.validation import FRAME_COLUMNS, skip_report
 
 
@@ -31,17 +30,13 @@ def test_real_binary_set(binary_root: Path, ham_root: Path) -> None:
     assert kept["ham_lesion_id"].isna().all()
 
 
-def _image(seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (12, 12, 3), dtype=np.uint8)
-
-
 def make_folder_root(root: Path, splits: tuple[str, ...] = ("train", "test")) -> Path:
     """Two images per class per split (one JPEG, one PNG); ``splits=("",)`` gives no split level."""
     for split in splits:
         for class_name in ("benign", "malignant"):
             folder = root / split / class_name
-            write_image_rgb(folder / "1.jpg", _image(1))
-            write_image_rgb(folder / "2.png", _image(2))
+            write_noise_image(folder / "1.jpg", 1, (12, 12))
+            write_noise_image(folder / "2.png", 2, (12, 12))
     return root
 
 
@@ -113,6 +108,6 @@ def test_damaged_image_raises_or_is_skipped(tmp_path: Path) -> None:
 
 def test_same_stem_twice_is_a_duplicate(tmp_path: Path) -> None:
     root = make_folder_root(tmp_path, splits=("",))
-    write_image_rgb(root / "benign" / "1.png", _image(3))
+    write_noise_image(root / "benign" / "1.png", 3, (12, 12))
     with pytest.raises(DataError, match="benign/1 .2 rows."):
         load_folder_dataset(root)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from builders import HAM_ROWS, noise_image
 
 from helpers.config import CLASS_NAMES
 from helpers.errors import DataError
@@ -51,16 +52,6 @@ def test_real_duplicate_pairs(ham_root: Path) -> None:
     assert load_duplicate_pairs(ham_root / "splits" / "ham10000_newly_discovered_duplicates.csv") == pairs
 
 
-ROWS = [
-    ("HAM_1", "ISIC_0000001", "nv", "follow_up", "45.0", "male", "back"),
-    ("HAM_1", "ISIC_0000002", "nv", "follow_up", "45.0", "male", "back"),
-    ("HAM_2", "ISIC_0000003", "mel", "histo", "", "female", "face"),
-    ("HAM_3", "ISIC_0000004", "bcc", "histo", "70.0", "unknown", "trunk"),
-    ("HAM_4", "ISIC_0000005", "df", "consensus", "30.0", "male", "lower extremity"),
-    ("HAM_5", "ISIC_0000006", "vasc", "histo", "60.0", "female", "abdomen"),
-]
-
-
 def _write_metadata(root: Path, rows: list[tuple[str, ...]], header: str = HEADER) -> Path:
     lines = [header, *(",".join(row) for row in rows)]
     path = root / METADATA_FILE
@@ -68,11 +59,7 @@ def _write_metadata(root: Path, rows: list[tuple[str, ...]], header: str = HEADE
     return path
 
 
-def _image(seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (15, 20, 3), dtype=np.uint8)
-
-
-def make_ham_root(root: Path, layout: str = "official", rows: list[tuple[str, ...]] = ROWS) -> Path:
+def make_ham_root(root: Path, layout: str = "official", rows: list[tuple[str, ...]] = HAM_ROWS) -> Path:
     """A tiny HAM10000 copy: metadata, 15x20 images split over the layout's folders, masks for all but one."""
     root.mkdir(parents=True, exist_ok=True)
     _write_metadata(root, rows)
@@ -83,9 +70,10 @@ def make_ham_root(root: Path, layout: str = "official", rows: list[tuple[str, ..
             "images": root / "images",
             "flat": root,
         }[layout]
-        write_image_rgb(folder / f"{image_id}.jpg", _image(number))
+        image = noise_image(number, (15, 20))
+        write_image_rgb(folder / f"{image_id}.jpg", image)
         if number:
-            write_image_rgb(root / MASK_FOLDER / f"{image_id}_segmentation.png", _image(number)[..., 0])
+            write_image_rgb(root / MASK_FOLDER / f"{image_id}_segmentation.png", image[..., 0])
     return root
 
 
@@ -98,10 +86,10 @@ def ham_copy(tmp_path: Path) -> Path:
 def test_layouts_load_with_schema(tmp_path: Path, layout: str) -> None:
     frame = load_ham10000(make_ham_root(tmp_path / layout, layout))
     assert list(frame.columns) == list(FRAME_COLUMNS)
-    assert frame["image_id"].tolist() == sorted(row[1] for row in ROWS)
+    assert frame["image_id"].tolist() == sorted(row[1] for row in HAM_ROWS)
     assert frame["image_path"].map(os.path.isfile).all()
-    assert frame["dx"].tolist() == [row[2] for row in ROWS]
-    assert frame["label"].tolist() == [CLASS_NAMES.index(row[2]) for row in ROWS]
+    assert frame["dx"].tolist() == [row[2] for row in HAM_ROWS]
+    assert frame["label"].tolist() == [CLASS_NAMES.index(row[2]) for row in HAM_ROWS]
     assert frame["malignant"].tolist() == [0, 0, 1, 1, 0, 0]
     assert np.isnan(frame.loc[2, "age"]) and frame.loc[0, "age"] == 45.0
     assert frame.loc[0, "mask_path"] is None
@@ -121,14 +109,15 @@ def test_missing_root_and_csv(tmp_path: Path) -> None:
 
 
 def test_missing_column_names_it_and_the_header(ham_copy: Path) -> None:
-    _write_metadata(ham_copy, [row[:2] + row[3:] for row in ROWS], header=HEADER.replace("dx,", ""))
+    _write_metadata(ham_copy, [row[:2] + row[3:] for row in HAM_ROWS], header=HEADER.replace("dx,", ""))
     with pytest.raises(DataError, match="lacks column.s. dx") as error:
         load_ham10000(ham_copy)
     assert HEADER in str(error.value) and METADATA_FILE in str(error.value)
 
 
 def test_unknown_label_lists_values_and_counts(ham_copy: Path) -> None:
-    rows = [ROWS[0], ROWS[1][:2] + ("melanoma",) + ROWS[1][3:], ROWS[2][:2] + ("melanoma",) + ROWS[2][3:]]
+    melanoma = [row[:2] + ("melanoma",) + row[3:] for row in HAM_ROWS[1:3]]
+    rows = [HAM_ROWS[0], *melanoma]
     _write_metadata(ham_copy, rows)
     with pytest.raises(DataError, match="2 row.s. have an unknown dx") as error:
         load_ham10000(ham_copy)
@@ -136,16 +125,16 @@ def test_unknown_label_lists_values_and_counts(ham_copy: Path) -> None:
 
 
 def test_duplicate_image_id(ham_copy: Path) -> None:
-    _write_metadata(ham_copy, [*ROWS, ROWS[3]])
+    _write_metadata(ham_copy, [*HAM_ROWS, HAM_ROWS[3]])
     with pytest.raises(DataError, match="ISIC_0000004 .2 rows."):
         load_ham10000(ham_copy)
 
 
 def test_blank_id_and_bad_age(ham_copy: Path) -> None:
-    _write_metadata(ham_copy, [ROWS[0], ("HAM_9", "", "nv", "histo", "1", "male", "back")])
+    _write_metadata(ham_copy, [HAM_ROWS[0], ("HAM_9", "", "nv", "histo", "1", "male", "back")])
     with pytest.raises(DataError, match="blank image_id; CSV lines:\n  3"):
         load_ham10000(ham_copy)
-    _write_metadata(ham_copy, [ROWS[0][:4] + ("forty",) + ROWS[0][5:]])
+    _write_metadata(ham_copy, [HAM_ROWS[0][:4] + ("forty",) + HAM_ROWS[0][5:]])
     with pytest.raises(DataError, match="non-numeric age:\n  'forty'"):
         load_ham10000(ham_copy)
 
@@ -200,7 +189,7 @@ def test_decode_catches_corrupt_body(ham_copy: Path) -> None:
 def test_many_problems_are_summarised(tmp_path: Path) -> None:
     root = make_ham_root(tmp_path / "HAM10000")
     rows = [(f"HAM_{n}", f"ISIC_9{n:06d}", "nv", "histo", "1", "male", "back") for n in range(25)]
-    _write_metadata(root, [*ROWS, *rows])
+    _write_metadata(root, [*HAM_ROWS, *rows])
     with pytest.raises(DataError, match="25 of 31 images") as error:
         load_ham10000(root)
     assert "... and 15 more" in str(error.value)
@@ -209,7 +198,7 @@ def test_many_problems_are_summarised(tmp_path: Path) -> None:
 def test_empty_image_folders(tmp_path: Path) -> None:
     root = tmp_path / "HAM10000"
     (root / "HAM10000_images_part_1").mkdir(parents=True)
-    _write_metadata(root, ROWS)
+    _write_metadata(root, HAM_ROWS)
     with pytest.raises(DataError, match="None of the listed images"):
         load_ham10000(root)
 

@@ -4,38 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
+from builders import ISIC_HEADER, isic_truth_row, write_isic2018_test_set, write_isic_truth
 
 from helpers.errors import DataError
-from helpers.images import write_image_rgb
 from helpers.isic2018 import DX_COLUMNS, GROUND_TRUTH_FILE, load_isic2018_test
 from helpers.validation import FRAME_COLUMNS, skip_report
-
-HEADER = "image," + ",".join(DX_COLUMNS)
-
-
-def _row(image_id: str, ones: tuple[int, ...]) -> str:
-    return ",".join([image_id, *("1.0" if column in ones else "0.0" for column in range(len(DX_COLUMNS)))])
-
-
-def _write_truth(path: Path, rows: list[str], header: str = HEADER) -> Path:
-    path.write_text("\n".join([header, *rows]) + "\n")
-    return path
 
 
 @pytest.fixture
 def isic_dir(tmp_path: Path) -> Path:
     """Seven 16x16 JPEGs ISIC_0034524.. with the ground truth CSV beside them, class i on image i."""
-    folder = tmp_path / "ISIC2018_Task3_Test_Input"
-    rows = []
-    for index in range(len(DX_COLUMNS)):
-        image_id = f"ISIC_{34524 + index:07d}"
-        pixels = np.random.default_rng(index).integers(0, 256, (16, 16, 3), dtype=np.uint8)
-        write_image_rgb(folder / f"{image_id}.jpg", pixels)
-        rows.append(_row(image_id, (index,)))
-    _write_truth(folder / GROUND_TRUTH_FILE, rows)
-    return folder
+    return write_isic2018_test_set(tmp_path / "ISIC2018_Task3_Test_Input", range(len(DX_COLUMNS)))
 
 
 def test_loads_with_csv_found_beside_images(isic_dir: Path) -> None:
@@ -59,16 +39,16 @@ def test_csv_elsewhere_by_path_or_folder(isic_dir: Path, tmp_path: Path) -> None
 
 
 def test_not_one_hot_rows_are_listed(isic_dir: Path) -> None:
-    _write_truth(isic_dir / GROUND_TRUTH_FILE, [_row("ISIC_0034524", (0, 1)), _row("ISIC_0034525", ())])
+    rows = [isic_truth_row("ISIC_0034524", (0, 1)), isic_truth_row("ISIC_0034525", ())]
+    write_isic_truth(isic_dir / GROUND_TRUTH_FILE, rows)
     with pytest.raises(DataError, match="2 row.s. are not one-hot") as error:
         load_isic2018_test(isic_dir)
     assert "ISIC_0034524" in str(error.value) and "ISIC_0034525" in str(error.value)
 
 
 def test_missing_class_column(isic_dir: Path) -> None:
-    _write_truth(
-        isic_dir / GROUND_TRUTH_FILE, ["ISIC_0034524,1,0,0,0,0,0"], header=HEADER.replace(",VASC", "")
-    )
+    header = ISIC_HEADER.replace(",VASC", "")
+    write_isic_truth(isic_dir / GROUND_TRUTH_FILE, ["ISIC_0034524,1,0,0,0,0,0"], header=header)
     with pytest.raises(DataError, match="lacks column.s. VASC"):
         load_isic2018_test(isic_dir)
 

@@ -11,12 +11,15 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from helpers.config import BINARY_CLASS_NAMES, CLASS_NAMES
 from helpers.metrics import (
     ConfidenceInterval,
+    balanced_accuracy,
     binary_metrics,
     bootstrap_ci,
     compare_table,
+    macro_auc,
     malignant_labels,
     malignant_probability,
     multiclass_metrics,
+    rank_auc,
 )
 
 THREE_CLASSES = ("akiec", "bkl", "nv")
@@ -235,6 +238,21 @@ def test_grouped_bootstrap_resamples_whole_groups() -> None:
         names, counts = np.unique(sample, return_counts=True)
         assert all(count % size_of[name] == 0 for name, count in zip(names, counts, strict=True))
     assert any(len(sample) != len(groups) for sample in resampled)  # sizes vary: groups, not images
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")  # class 6: predicted, absent
+def test_fast_bootstrap_metrics_match_scikit_learn() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 6, 300)  # class 6 absent: its AUC is undefined
+    probs = rng.dirichlet(np.ones(7), 300)
+    probs[:50, 0] = probs[:50, 0].round(1)  # ties
+    assert rank_auc(labels == 0, probs[:, 0]) == pytest.approx(roc_auc_score(labels == 0, probs[:, 0]))
+    assert np.isnan(rank_auc(np.zeros(5, bool), np.arange(5)))
+    reference_auc = np.mean([roc_auc_score(labels == k, probs[:, k]) for k in range(6)])
+    assert macro_auc(labels, probs) == pytest.approx(reference_auc)
+    assert multiclass_metrics(labels, probs)["macro_auc"] == pytest.approx(reference_auc)
+    reference_balanced = balanced_accuracy_score(labels, probs.argmax(axis=1))
+    assert balanced_accuracy(labels, probs) == pytest.approx(reference_balanced)
 
 
 def test_grouped_bootstrap_is_not_fooled_by_duplicate_images() -> None:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from builders import save_untrained_checkpoint, split_demo_data
 
 from helpers import config
 
@@ -24,29 +25,18 @@ def test_notebook_source_is_clean():
 
 def _demo_checkpoints(root: Path) -> list[Path]:
     """Two untrained checkpoints of different input sizes whose sidecars point at a demo-data split."""
-    from helpers.checkpoints import save_checkpoint
-    from helpers.demo_data import make_demo_dataset
-    from helpers.ham10000 import load_ham10000
-    from helpers.models import build_model
-    from helpers.splits import make_lesion_split, save_split
-
-    demo = make_demo_dataset(root / "data" / "demo")  # the same dataset the kernel's data_root="demo" reuses
-    split_file = save_split(
-        make_lesion_split(load_ham10000(demo)), root / "data" / "splits" / "demo_split.csv"
-    )
-    paths = []
-    for arch, size in (("light_cnn", (75, 100)), ("simple_cnn", (48, 64))):
-        metadata = {
-            "task": "multiclass",
-            "class_names": list(config.CLASS_NAMES),
-            "input_size": list(size),
-            "arch": arch,
-            "split_file": str(split_file),
-            "val_metric": 0.5,
-        }
-        model = build_model(arch, input_size=size, weights=None)
-        paths.append(save_checkpoint(model, root / "models" / f"{arch}_v1_01_0.500.h5", metadata))
-    return paths
+    # the same demo dataset the kernel's data_root="demo" reuses
+    _, _, split_file = split_demo_data(root / "data" / "demo", root / "data" / "splits" / "demo_split.csv")
+    return [
+        save_untrained_checkpoint(
+            root / "models" / f"{arch}_v1_01_0.500.h5",
+            arch=arch,
+            input_size=size,
+            split_file=str(split_file),
+            val_metric=0.5,
+        )
+        for arch, size in (("light_cnn", (75, 100)), ("simple_cnn", (48, 64)))
+    ]
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from builders import save_untrained_checkpoint, split_demo_data
 
 from helpers import config
 
@@ -35,25 +36,16 @@ def test_notebook_source_is_clean():
 
 def _tiny_checkpoint(root: Path) -> Path:
     """A random 7-class CNN saved in ``root/models`` with a sidecar naming a lesion split of the demo data."""
-    from helpers.checkpoints import checkpoint_name, save_checkpoint
-    from helpers.demo_data import make_demo_dataset
-    from helpers.ham10000 import load_ham10000
-    from helpers.models import build_model
-    from helpers.splits import make_lesion_split, save_split
-
-    frame = load_ham10000(make_demo_dataset(root / "data" / "demo"))  # the kernel reuses this copy
-    split_file = save_split(make_lesion_split(frame, seed=42), root / "data" / "splits" / "demo_tiny.csv")
-    model = build_model("simple_cnn", weights=None, input_size=(48, 64))
-    metadata = {
-        "task": "multiclass",
-        "class_names": list(config.CLASS_NAMES),
-        "input_size": [48, 64],
-        "arch": "simple_cnn",
-        "split_file": str(split_file),
-        "monitor": "val_balanced_accuracy",
-        "val_metric": 0.2,
-    }
-    return save_checkpoint(model, root / "models" / checkpoint_name("simple_cnn", 1, 1, 0.2), metadata)
+    # the kernel reuses this demo dataset
+    _, _, split_file = split_demo_data(root / "data" / "demo", root / "data" / "splits" / "demo_tiny.csv")
+    return save_untrained_checkpoint(
+        root / "models" / "simple_cnn_v1_01_0.200.h5",
+        arch="simple_cnn",
+        input_size=(48, 64),
+        split_file=str(split_file),
+        monitor="val_balanced_accuracy",
+        val_metric=0.2,
+    )
 
 
 @pytest.mark.slow

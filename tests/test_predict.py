@@ -8,17 +8,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from builders import save_operating_point_beside, save_untrained_checkpoint, write_noise_image
 
 from helpers import cli, config
-from helpers.checkpoints import load_checkpoint, save_checkpoint
+from helpers.calibration import calibrate
+from helpers.checkpoints import load_checkpoint
 from helpers.errors import CheckpointError, DataError
-from helpers.evaluation import calibrate, predict_batch
-from helpers.images import write_image_rgb
+from helpers.inference import predict_batch
 from helpers.metrics import malignant_probability
-from helpers.models import build_model
 from helpers.pipeline import load_image_array
 from helpers.predict import image_paths, predict_command, predict_images, probability_column
-from helpers.thresholds import operating_point_path, save_operating_point
+from helpers.thresholds import operating_point_path
 
 SIZE = (32, 40)
 GOOD = ("a.jpg", "b.png", "sub/c.jpg")
@@ -27,9 +27,7 @@ GOOD = ("a.jpg", "b.png", "sub/c.jpg")
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("models")
-    model = build_model("light_cnn", input_size=SIZE, weights=None)
-    metadata = {"task": "multiclass", "class_names": list(config.CLASS_NAMES), "input_size": list(SIZE)}
-    return save_checkpoint(model, folder / "light_cnn_v1_01_0.500.h5", metadata)
+    return save_untrained_checkpoint(folder / "light_cnn_v1_01_0.500.h5", input_size=SIZE)
 
 
 @pytest.fixture
@@ -37,7 +35,7 @@ def images(tmp_path) -> Path:
     """Three good images (one in a subfolder), a truncated JPEG and a text file named .jpg."""
     folder = tmp_path / "images"
     for index, name in enumerate(GOOD):
-        write_image_rgb(folder / name, np.random.default_rng(index).integers(0, 256, (60, 80, 3), np.uint8))
+        write_noise_image(folder / name, index, (60, 80))
     data = (folder / "a.jpg").read_bytes()
     (folder / "truncated.jpg").write_bytes(data[: len(data) // 2])
     (folder / "text.jpg").write_text("not an image")
@@ -72,14 +70,7 @@ def test_saved_threshold_and_temperature_are_applied(checkpoint, images):
     raw = predict_batch(model, load_image_array(paths, SIZE, progress=False))
     p_malignant = malignant_probability(calibrate(raw, 0.05))
     threshold = float(np.median(p_malignant))
-    save_operating_point(
-        operating_point_path(checkpoint),
-        threshold=threshold,
-        target_sensitivity=0.9,
-        temperature=0.05,
-        val_metrics={},
-        checkpoint=checkpoint,
-    )
+    save_operating_point_beside(checkpoint, threshold=threshold, temperature=0.05)
     try:
         table = predict_images(checkpoint, paths, progress=False)
     finally:

@@ -13,8 +13,8 @@ from helpers.thresholds import (
     DEFAULT_THRESHOLD,
     load_operating_point,
     operating_point_path,
-    prediction_threshold,
     save_operating_point,
+    saved_operating_point,
     sensitivity_specificity,
     threshold_for_sensitivity,
 )
@@ -87,11 +87,12 @@ def test_operating_point_round_trip(tmp_path: Path) -> None:
     assert record["checkpoint"] == "model.keras"
     assert record["val_metrics"] == {"sensitivity": 0.91, "confusion": [[3, 1], [0, 4]], "n": 8}
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
-    assert prediction_threshold(checkpoint) == pytest.approx(0.25)
+    assert saved_operating_point(checkpoint) == pytest.approx({"threshold": 0.25, "temperature": 1.7})
 
 
-def test_prediction_threshold_defaults_without_operating_point(tmp_path: Path) -> None:
-    assert prediction_threshold(tmp_path / "model.keras") == DEFAULT_THRESHOLD == 0.5
+def test_saved_operating_point_defaults_without_a_file(tmp_path: Path) -> None:
+    assert saved_operating_point(tmp_path / "model.keras") == {"threshold": 0.5, "temperature": 1.0}
+    assert DEFAULT_THRESHOLD == 0.5
 
 
 def test_save_operating_point_rejects_bad_values(tmp_path: Path) -> None:
