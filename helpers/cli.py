@@ -133,7 +133,7 @@ def _duplicate_pairs(root: Path) -> list[tuple[str, str]]:
 def _configure_predict(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="image files to classify")
     parser.add_argument("--image-dir", type=Path, metavar="DIR", help="classify every image file under DIR")
-    parser.add_argument("--model", type=Path, metavar="CKPT.h5", help="checkpoint to use (required)")
+    parser.add_argument("--model", type=Path, required=True, metavar="CKPT.h5", help="checkpoint to use")
     parser.add_argument("--output", type=Path, default=Path("predictions.csv"), help="CSV to write")
     parser.add_argument("--batch-size", type=int, default=32)
 

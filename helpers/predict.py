@@ -20,7 +20,7 @@ from helpers.atomic import atomic_path
 from helpers.calibration import calibrate
 from helpers.checkpoints import load_checkpoint
 from helpers.config import BINARY_CLASS_NAMES
-from helpers.errors import CheckpointError, DataError
+from helpers.errors import DataError
 from helpers.evaluation import checked_class_names
 from helpers.images import IMAGE_SUFFIXES
 from helpers.inference import predict_batch, read_for_model
@@ -148,8 +148,6 @@ def summary_line(table: pd.DataFrame, threshold: float) -> str:
 def predict_command(args: argparse.Namespace) -> int:
     """``skinlesion predict``: predict images or a folder, write the CSV, print a summary; exit 0 even if
     some images failed (the summary counts them)."""
-    if args.model is None:
-        raise CheckpointError("No checkpoint given.\nFix: pass --model CKPT.h5 (a .h5 file in models/).")
     paths = image_paths(args.images, args.image_dir)
     table = predict_images(
         args.model, paths, batch_size=args.batch_size, progress=len(paths) > args.batch_size

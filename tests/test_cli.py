@@ -89,11 +89,13 @@ def test_help_is_fast_and_imports_nothing_heavy():
     assert result.stdout.strip().endswith("[]")
 
 
-def test_every_subcommand_has_help():
+def test_every_subcommand_has_help(capsys):
     parser = cli.build_parser()
     for subcommand in cli.SUBCOMMANDS:
         assert subcommand.help
-        assert parser.parse_args([subcommand.name]).handler is subcommand.handler
+        with pytest.raises(SystemExit) as finished:
+            parser.parse_args([subcommand.name, "--help"])
+        assert finished.value.code == 0 and subcommand.help in capsys.readouterr().out
 
 
 def test_download_passes_destination_and_server(monkeypatch, tmp_path, capsys):

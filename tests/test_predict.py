@@ -121,5 +121,6 @@ def test_cli_predict_subcommand(checkpoint, images, tmp_path, capsys):
     assert cli.main(argv) == 0 and len(pd.read_csv(output)) == 1
     assert cli.main(["predict", "--model", str(tmp_path / "nope.h5"), str(images / "a.jpg")]) == 2
     assert "Checkpoint not found" in capsys.readouterr().err
-    assert cli.main(["predict", str(images / "a.jpg")]) == 2
-    assert "--model" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as missing_model:
+        cli.main(["predict", str(images / "a.jpg")])
+    assert missing_model.value.code == 2 and "--model" in capsys.readouterr().err
