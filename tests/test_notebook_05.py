@@ -35,11 +35,12 @@ def test_notebook_source_is_clean():
 
 
 def _tiny_checkpoint(root: Path) -> Path:
-    """A random 7-class CNN saved in ``root/models`` with a sidecar naming a lesion split of the demo data."""
+    """A random 7-class CNN saved in ``root/models/demo`` (where configs/demo.yaml points notebook 05) with a
+    sidecar naming a lesion split of the demo data."""
     # the kernel reuses this demo dataset
     _, _, split_file = split_demo_data(root / "data" / "demo", root / "data" / "splits" / "demo_tiny.csv")
     return save_untrained_checkpoint(
-        root / "models" / "simple_cnn_v1_01_0.200.h5",
+        root / "models" / "demo" / "simple_cnn_v1_01_0.200.h5",
         arch="simple_cnn",
         input_size=(48, 64),
         split_file=str(split_file),
@@ -58,7 +59,7 @@ def test_notebook_runs_on_demo_data(tmp_path, monkeypatch):
     run_dir = run_notebooks(
         ["05"],
         config_file=config.CONFIGS_DIR / "demo.yaml",
-        overrides={"n_localization": 8},  # checkpoint "" -> the best (only) one in tmp_path/models
+        overrides={"n_localization": 8},  # checkpoint "models/demo" -> the best (only) one there
         runs_dir=tmp_path / "runs",
     )
     assert (run_dir / "05-gradcam.ipynb").is_file()
