@@ -20,7 +20,22 @@ from helpers.errors import SkinLesionError
 CONFIG_KEYS = frozenset({"name", "parameters", "notebooks"})
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _LITERAL_TYPES = (str, int, float, bool, type(None))
-_FLOAT_WITHOUT_DOT = re.compile(r"[-+]?\d+[eE][-+]?\d+")
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``1e-3`` as a float (as YAML 1.2 does), also inside lists."""
+
+
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> object:
+    """Parse YAML text with scientific-notation numbers as floats (configs and ``-p`` values)."""
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 class ConfigError(SkinLesionError):
@@ -51,7 +66,7 @@ def load_run_config(path: str | Path) -> RunConfig:
             f"Config file not found: {path}\nFix: pass an existing file, e.g. -f configs/demo.yaml"
         )
     try:
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+        content = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         raise ConfigError(f"Config file {path} is not valid YAML: {error}") from error
     content = _require_mapping(content, f"{path}", path)
@@ -75,11 +90,9 @@ def load_run_config(path: str | Path) -> RunConfig:
 def parse_literal(text: str) -> object:
     """A command-line value as a YAML literal: ``3`` int, ``1e-3`` float, ``[1, 2]`` list, else str."""
     try:
-        value = yaml.safe_load(text)
+        value = load_yaml(text)
     except yaml.YAMLError:
         return text
-    if isinstance(value, str) and _FLOAT_WITHOUT_DOT.fullmatch(value):
-        return float(value)  # YAML 1.1 reads 1e-3 as a string
     if not _is_literal(value):
         return text
     return value

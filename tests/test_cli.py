@@ -21,6 +21,8 @@ from helpers.notebook_params import parse_literal
         ("1e-3", 0.001),
         ("-2E4", -20000.0),
         ("[0.001, 0.01]", [0.001, 0.01]),
+        ("[1e-4, 3E-3, 1.5e2]", [0.0001, 0.003, 150.0]),
+        ("1e3x", "1e3x"),
         ("true", True),
         ("null", None),
         ("demo", "demo"),
