@@ -54,6 +54,9 @@ ARCHITECTURES: dict[str, Architecture] = {
 """Every architecture :func:`build_model` accepts, by name."""
 
 _DEFAULT_DENSE_UNITS = {"light_cnn": 256}
+_SCRATCH_BN_MOMENTUM = 0.9
+"""BatchNorm momentum of the from-scratch CNNs. Keras's 0.99 keeps the moving statistics near their initial
+values for the first ~1000 steps, so a short run predicts a single class in inference mode."""
 
 
 def build_model(
@@ -219,7 +222,7 @@ def _simple_cnn(x: keras.KerasTensor) -> keras.KerasTensor:
     """Four Conv-BN-ReLU-MaxPool blocks with 32-64-128-256 filters."""
     for block, filters in enumerate((32, 64, 128, 256), start=1):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{block}_conv")(x)
-        x = layers.BatchNormalization(name=f"block{block}_bn")(x)
+        x = layers.BatchNormalization(momentum=_SCRATCH_BN_MOMENTUM, name=f"block{block}_bn")(x)
         x = layers.ReLU(name=f"block{block}_relu")(x)
         x = layers.MaxPooling2D(name=f"block{block}_pool")(x)
     return x
@@ -231,7 +234,7 @@ def _light_cnn(x: keras.KerasTensor) -> keras.KerasTensor:
         x = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False, name=f"block{block}_sepconv")(
             x
         )
-        x = layers.BatchNormalization(name=f"block{block}_bn")(x)
+        x = layers.BatchNormalization(momentum=_SCRATCH_BN_MOMENTUM, name=f"block{block}_bn")(x)
         x = layers.ReLU(name=f"block{block}_relu")(x)
         x = layers.MaxPooling2D(name=f"block{block}_pool")(x)
         if rate:
