@@ -12,6 +12,7 @@ top backbone layers (BatchNorm stays frozen) at ``fine_tune_lr``. Notebook use::
 from __future__ import annotations
 
 import difflib
+import math
 import shutil
 import time
 import warnings
@@ -41,7 +42,7 @@ from helpers.class_weights import CLASS_WEIGHT_MODES, class_weights
 from helpers.errors import DataError, SkinLesionError
 from helpers.feature_cache import cached_features, feature_cache_dir, train_head_on_features
 from helpers.models import ARCHITECTURES, TASKS, build_model, head_model, set_backbone_trainable
-from helpers.pipeline import frame_labels, load_image_array, make_dataset
+from helpers.pipeline import AUGMENT_MODES, frame_labels, load_image_array, make_dataset
 from helpers.reproducibility import distribution_strategy, set_seed
 
 NUM_CLASSES: dict[str, int] = {"multiclass": len(project_config.CLASS_NAMES), "binary": 2}
@@ -49,7 +50,10 @@ CLASS_NAMES: dict[str, tuple[str, ...]] = {
     "multiclass": project_config.CLASS_NAMES,
     "binary": project_config.BINARY_CLASS_NAMES,
 }
-_NUMBER_TYPES = {"float": float, "int": int, "int | None": int}
+_NUMBER_TYPES = {"float": float, "int": int, "int | None": int, "float | None": float}
+LR_SCHEDULES: tuple[str, ...] = ("plateau", "cosine")
+"""``plateau``: halve the LR when the monitored metric stalls; ``cosine``: per step, warm each phase's LR up
+from a tenth over its first epoch, then decay it to 1% by its last (no plateau reduction)."""
 _MODEL_PARAMS = ("task", "arch", "input_size", "weights", "dropout", "dense_units", "batch_norm")
 """Parameters a resumed run must share with the interrupted one (they define the network)."""
 
@@ -61,6 +65,8 @@ class TrainConfig:
     Paths left None default to ``models/``, ``runs/training/`` and ``data/cache/features/``;
     ``monitor_metric`` None means balanced accuracy (multiclass) or ROC-AUC (binary; or "pr_auc").
     ``max_images`` caps each of the train and val partitions (stratified, seeded) for quick runs.
+    ``time_budget_s`` stops training cleanly (keeping the best checkpoint) before an epoch that would end
+    past that many seconds after the start, judged by the last epoch's duration; phase 2 then is skipped.
     A seed fixes initial weights, shuffling, sampling and augmentation; ``deterministic=True`` also makes
     TensorFlow ops deterministic (process-wide, slower), which bit-identical reruns with ``augment`` need
     because the pipeline's parallel augmentation may hand over batches in a different order.
@@ -82,6 +88,9 @@ class TrainConfig:
     class_weighting: str = "balanced"
     balanced_sampling: bool = False
     augment: bool = False
+    augment_mode: str = "full"
+    lr_schedule: str = "plateau"
+    time_budget_s: float | None = None
     label_smoothing: float = 0.0
     monitor_metric: str | None = None
     seed: int = 42
@@ -129,6 +138,9 @@ class TrainConfig:
                 f"class_weighting must be one of {CLASS_WEIGHT_MODES}",
             ),
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+            (self.augment_mode in AUGMENT_MODES, f"augment_mode must be one of {AUGMENT_MODES}"),
+            (self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {LR_SCHEDULES}"),
+            (self.time_budget_s is None or self.time_budget_s > 0, "time_budget_s must be None or > 0"),
             (self.patience >= 1, "patience must be >= 1"),
             (self.max_images is None or self.max_images >= 2, "max_images must be None or >= 2"),
             (
@@ -291,7 +303,7 @@ def train(
         first_epoch = run.state.epoch
         if 1 not in run.state.finished_phases:
             run.head_phase()
-        if run.fine_tunes and 2 not in run.state.finished_phases:
+        if run.fine_tunes and 2 not in run.state.finished_phases and not run.budget.exhausted:
             run.fine_tune_phase()
         run.restore_best()
     shutil.rmtree(run.resume_dir, ignore_errors=True)
@@ -343,6 +355,7 @@ class _Run:
         self.extra_callbacks = list(extra_callbacks)
         self.resume_dir = config.path("models") / ".resume" / config.name
         self.run_dir = config.path("runs") / config.name
+        self.budget = TimeBudget(config.time_budget_s)
         self.state = self._initial_state()
         self.model = build_model(
             config.arch,
@@ -415,7 +428,7 @@ class _Run:
         if not config.from_scratch:
             set_backbone_trainable(self.model, False)
         fitted = head_model(self.model) if use_cache else self.model
-        self._compile(fitted, config.lr)
+        self._compile(fitted, config.lr, config.epochs)
         self._resume_snapshot(fitted, phase=1)
         if use_cache:
             train, val = (
@@ -452,7 +465,7 @@ class _Run:
         if self.state.phase != 2:
             self.restore_best()
         set_backbone_trainable(self.model, True, top_n=config.fine_tune_layers)
-        self._compile(self.model, config.fine_tune_lr)
+        self._compile(self.model, config.fine_tune_lr, config.fine_tune_epochs)
         self._resume_snapshot(self.model, phase=2)
         self._fit_images(
             self.model, phase=2, end_epoch=self.state.phase_end_epoch(1) + config.fine_tune_epochs
@@ -465,11 +478,24 @@ class _Run:
             self.best.best_weights = load_checkpoint(self.state.best_path)[0].get_weights()
         self.model.set_weights(self.best.best_weights)
 
-    def _compile(self, fitted: keras.Model, lr: float) -> None:
+    def _compile(self, fitted: keras.Model, lr: float, epochs: int) -> None:
         fitted.compile(
-            optimizer=keras.optimizers.Adam(lr),
+            optimizer=keras.optimizers.Adam(self._learning_rate(lr, epochs)),
             loss=task_loss(self.config.task, self.config.label_smoothing),
             metrics=[training_metric(self.config.metric, NUM_CLASSES[self.config.task])],
+        )
+
+    def _learning_rate(
+        self, lr: float, epochs: int
+    ) -> float | keras.optimizers.schedules.LearningRateSchedule:
+        """``lr`` itself, or its per-step warm-up and cosine decay over a phase of ``epochs`` epochs."""
+        if self.config.lr_schedule != "cosine":
+            return lr
+        steps = math.ceil(len(self.frames["train"]) / self.config.batch_size)
+        if epochs == 1:
+            return keras.optimizers.schedules.CosineDecay(lr, steps, alpha=0.01)
+        return keras.optimizers.schedules.CosineDecay(
+            lr / 10, (epochs - 1) * steps, alpha=0.01, warmup_target=lr, warmup_steps=steps
         )
 
     def _resume_snapshot(self, fitted: keras.Model, phase: int) -> None:
@@ -486,6 +512,7 @@ class _Run:
             batch_size=config.batch_size,
             training=True,
             augment=config.augment,
+            augment_mode=config.augment_mode,
             balanced=config.balanced_sampling,
             seed=config.seed,
             images=self._decoded("train"),
@@ -523,16 +550,21 @@ class _Run:
             RecordHistory(self.state, phase),
             self.best,
             keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=config.patience),
-            keras.callbacks.ReduceLROnPlateau(
-                monitor=monitor, mode="max", factor=0.5, patience=max(1, config.patience // 2), min_lr=1e-7
-            ),
-            keras.callbacks.CSVLogger(str(self._log_file()), append=True),
         ]
+        if config.lr_schedule == "plateau":
+            patience = max(1, config.patience // 2)
+            callbacks.append(
+                keras.callbacks.ReduceLROnPlateau(
+                    monitor=monitor, mode="max", factor=0.5, patience=patience, min_lr=1e-7
+                )
+            )
+        callbacks.append(keras.callbacks.CSVLogger(str(self._log_file()), append=True))
         if config.tensorboard:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(self.run_dir / "tensorboard")))
         callbacks += [
             ResumeCheckpoint(self.state, self.resume_dir, model_to_save=self.model),
             EpochProgress(f"{config.name} phase {phase}"),
+            self.budget,
         ]
         return callbacks + self.extra_callbacks
 
@@ -545,6 +577,27 @@ class _Run:
             raise SkinLesionError(f"phase {phase} of run {self.config.name!r} finished without any epoch")
         self.state.finished_phases.append(phase)
         self.state.save(self.resume_dir)
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stop training after the epoch whose successor would end past ``seconds`` from this callback's creation
+    (estimated by the last epoch's duration); ``exhausted`` then stays True. None: no limit."""
+
+    def __init__(self, seconds: float | None):
+        super().__init__()
+        self.deadline = None if seconds is None else time.perf_counter() + seconds
+        self.exhausted = False
+        self.epoch_started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch_started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        now = time.perf_counter()
+        if self.deadline is not None and now + (now - self.epoch_started) > self.deadline:
+            self.exhausted = True
+            self.model.stop_training = True
+            print(f"Time budget reached after epoch {epoch + 1}: stopping, keeping the best checkpoint")
 
 
 def _with_suggestion(key: str, known: set[str]) -> str:

@@ -137,6 +137,19 @@ def test_augmentation_keeps_plain_images_plain(size: tuple[int, int]) -> None:
     assert np.abs(augmented - augmented[..., :1]).max() < 0.5, "hue/saturation jitter keeps grey grey"
 
 
+@pytest.mark.parametrize("size", [(24, 32), (32, 32)])
+def test_light_augmentation_only_flips_and_recolours(size: tuple[int, int]) -> None:
+    batch = np.full((32, *size, 3), 100, dtype=np.uint8)
+    batch[:, 0, 0] = 250
+    augmented = pipeline.augment_images(batch, np.array([3, 4]), mode="light").numpy().mean(axis=-1)
+    corners = {(0, 0), (0, size[1] - 1), (size[0] - 1, 0), (size[0] - 1, size[1] - 1)}
+    bright = {np.unravel_index(image.argmax(), image.shape) for image in augmented}
+    assert bright == corners, "the marked pixel lands on every corner, and only there"
+    assert all((np.abs(image - np.median(image)) > 1e-3).sum() == 1 for image in augmented), "no blur"
+    with pytest.raises(ValueError, match="augment_mode must be one of"):
+        pipeline.make_dataset(pd.DataFrame(), augment=True, augment_mode="heavy")
+
+
 def test_balanced_sampling_evens_out_classes(tmp_path: Path) -> None:
     labels = [5] * 180 + [4] * 40 + [3] * 20
     frame = _frame(tmp_path, labels, size=(4, 4))

@@ -4,6 +4,7 @@ validation metric, class weights, two-phase fine-tuning, resuming after an inter
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import keras
 import numpy as np
@@ -106,6 +107,9 @@ def test_config_reads_numbers_written_as_text() -> None:
         ({"lr": 0}, "lr and fine_tune_lr must be > 0"),
         ({"task": "binary", "monitor_metric": "balanced_accuracy"}, "monitor_metric for 'binary'"),
         ({"balanced_sampling": True}, "set class_weighting='none'"),
+        ({"lr_schedule": "linear"}, "lr_schedule must be one of"),
+        ({"augment_mode": "heavy"}, "augment_mode must be one of"),
+        ({"time_budget_s": 0}, "time_budget_s must be None or > 0"),
     ],
 )
 def test_config_rejects_bad_values(params, message) -> None:
@@ -269,3 +273,21 @@ def test_fine_tuning_changes_only_the_top_backbone_layers(frame, tmp_path) -> No
     backbone_changed = changed & {layer.name for layer in backbone}
     assert backbone_changed and backbone_changed <= top - batch_norm
     assert "logits" in changed
+
+
+def test_cosine_schedule_warms_up_for_an_epoch_then_decays_to_one_percent(frame, tmp_path) -> None:
+    result = train(tiny_config(tmp_path, lr=1e-2, lr_schedule="cosine", epochs=3), frame)
+    rates = result.history["learning_rate"]
+    assert rates[0] == pytest.approx(1e-2, rel=1e-3) and 1e-4 < rates[1] < 1e-2
+    assert rates[-1] == pytest.approx(1e-4, rel=1e-3)
+
+
+def test_time_budget_stops_after_the_epoch_that_would_overrun_and_skips_fine_tuning(frame, tmp_path) -> None:
+    config = tiny_config(
+        tmp_path, arch="mobilenetv2", epochs=3, fine_tune_layers=12, fine_tune_epochs=2, time_budget_s=1e-3
+    )
+    result = train(config, frame)
+    assert result.history["epoch"] == [1] and result.history["phase"] == [1]
+    assert result.checkpoint_path.is_file()
+    unlimited = train(replace(config, time_budget_s=None, epochs=2, fine_tune_epochs=0), frame)
+    assert unlimited.history["epoch"] == [1, 2]

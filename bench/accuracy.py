@@ -1,0 +1,163 @@
+"""Train the recommended 7-class recipe from scratch under a wall-clock budget and score it on the test set.
+
+Reads a run configuration (default ``configs/recipe_cpu.yaml``: its ``parameters`` give the data and the
+lesion-level split, its ``notebooks: 02-train`` section the training parameters), trains with
+``time_budget_s`` = the budget, keeps the checkpoint that is best on VALIDATION, then evaluates it on the
+internal test partition with and without flip TTA: balanced accuracy, per-class recall and the
+malignant-vs-benign ROC-AUC of P(akiec) + P(bcc) + P(mel). Writes ``bench/results/accuracy-<date>.json``.
+
+    uv run python bench/accuracy.py [--budget-minutes 60] [--data auto|demo|FOLDER] [--set NAME VALUE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from helpers import config
+from helpers.atomic import atomic_write_text
+from helpers.checkpoints import git_commit
+from helpers.data_source import resolve_data_root
+from helpers.inference import predict_probabilities
+from helpers.metrics import malignant_labels, malignant_probability, multiclass_metrics, rank_auc
+from helpers.notebook_params import load_run_config, parse_literal
+from helpers.train_notebook import split_frame, train_config
+from helpers.training import TrainResult, train
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+DEFAULT_RECIPE = config.CONFIGS_DIR / "recipe_cpu.yaml"
+TRAINING_SECTION = "02-train"
+TARGETS = {"balanced_accuracy": 0.75, "malignant_roc_auc": 0.92}
+
+
+def scores(frame: pd.DataFrame, probabilities: np.ndarray) -> dict:
+    """Balanced accuracy, accuracy, per-class recall and the malignant ROC-AUC of 7-class probabilities."""
+    labels = frame["label"].to_numpy()
+    multiclass = multiclass_metrics(labels, probabilities)
+    p_malignant = malignant_probability(probabilities)
+    return {
+        "balanced_accuracy": multiclass["balanced_accuracy"],
+        "accuracy": multiclass["accuracy"],
+        "macro_auc": multiclass["macro_auc"],
+        "malignant_roc_auc": rank_auc(malignant_labels(labels), p_malignant),
+        "recall": {name: values["recall"] for name, values in multiclass["per_class"].items()},
+        "support": {name: values["support"] for name, values in multiclass["per_class"].items()},
+        "confusion_matrix": multiclass["confusion_matrix"].tolist(),
+    }
+
+
+def evaluate(result: TrainResult, frame: pd.DataFrame, batch_size: int) -> dict:
+    """Scores of the best checkpoint on the val and test partitions, without and with flip TTA."""
+    evaluation = {}
+    for partition in ("val", "test"):
+        part = frame[frame["partition"] == partition]
+        for tta in (False, True):
+            probabilities = predict_probabilities(result.model, part, batch_size=batch_size, tta=tta)
+            evaluation[f"{partition}{'_tta' if tta else ''}"] = scores(part, probabilities)
+    return evaluation
+
+
+def recipe_parameters(recipe: Path, overrides: list[tuple[str, str]]) -> tuple[str, dict, dict]:
+    """The recipe's name, its data/split parameters and its training parameters with ``overrides`` applied;
+    ``$VARIABLES`` in a string ``weights`` are expanded (e.g. ``${SKINLESION_SHARED}/keras/...``)."""
+    run_config = load_run_config(recipe)
+    training = dict(run_config.notebooks.get(TRAINING_SECTION, {}))
+    training.update({name: parse_literal(value) for name, value in overrides})
+    if isinstance(training.get("weights"), str):
+        training["weights"] = os.path.expandvars(training["weights"])
+    return run_config.name, dict(run_config.parameters), training
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Train the recipe within the budget, evaluate its best checkpoint and return the JSON-ready record."""
+    name, data_params, training = recipe_parameters(args.config, args.set)
+    source = resolve_data_root(args.data or data_params.get("data_root", "auto"))
+    frame, split_file = split_frame(
+        source,
+        data_params.get("split_name", "lesion_seed42"),
+        seed=data_params.get("split_seed", 42),
+        val_fraction=data_params.get("val_fraction", 0.15),
+        test_fraction=data_params.get("test_fraction", 0.15),
+    )
+    training["time_budget_s"] = args.budget_minutes * 60
+    train_cfg = train_config(training, config_name=name, source=source)
+    result = train(train_cfg, frame, split_file=split_file, data_description=source.description)
+    started = time.perf_counter()
+    evaluation = evaluate(result, frame, train_cfg.batch_size)
+    test = evaluation["test"]
+    return {
+        "benchmark": "accuracy",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "data": source.description,
+        "is_demo": source.is_demo,
+        "split_file": str(split_file),
+        "partition_images": frame["partition"].value_counts().to_dict(),
+        "budget_minutes": args.budget_minutes,
+        "train_wall_time_s": round(result.wall_time_s, 1),
+        "eval_wall_time_s": round(time.perf_counter() - started, 1),
+        "train_images_per_s": round(result.images_per_s, 2),
+        "epochs_run": len(result.history.get("epoch", [])),
+        "best_val_metric": {result.monitored: result.best_metric},
+        "checkpoint": str(result.checkpoint_path),
+        "git_commit": git_commit(),
+        "recipe_file": str(args.config),
+        "config": train_cfg.to_params(),
+        "history": result.history,
+        "metrics": evaluation,
+        "targets_met_on_test": {key: test[key] >= value for key, value in TARGETS.items()},
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command-line options (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=DEFAULT_RECIPE, help="the recipe (run configuration)")
+    parser.add_argument("--budget-minutes", type=float, default=60.0, help="wall-clock training budget")
+    parser.add_argument("--data", default=None, help='"auto", "demo" or a folder (default: the recipe\'s)')
+    parser.add_argument(
+        "--set",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="override a training parameter, e.g. --set fine_tune_epochs 8 (YAML literal)",
+    )
+    parser.add_argument("--output", type=Path, default=None, help="default bench/results/accuracy-DATE.json")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Run the benchmark, print the headline numbers and save the record atomically as JSON."""
+    args = parse_args(argv)
+    record = run(args)
+    for key in ("val", "val_tta", "test", "test_tta"):
+        metrics = record["metrics"][key]
+        print(
+            f"{key:>9}: balanced accuracy {metrics['balanced_accuracy']:.4f}  "
+            f"malignant ROC-AUC {metrics['malignant_roc_auc']:.4f}  recall {metrics['recall']}"
+        )
+    print(f"training {record['train_wall_time_s']:.0f} s, {record['train_images_per_s']:.1f} images/s")
+    output = args.output or RESULTS_DIR / f"accuracy-{datetime.now(UTC):%Y-%m-%d}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output, json.dumps(record, indent=2, default=_json_value) + "\n")
+    print(f"Saved {output}")
+    return output
+
+
+def _json_value(value: object) -> object:
+    """numpy scalars as Python numbers (for json.dumps)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+if __name__ == "__main__":
+    main()

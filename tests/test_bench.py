@@ -1,0 +1,77 @@
+"""Smoke tests of the benchmark scripts on the synthetic demo data with tiny models, sizes and budgets."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from helpers import config
+
+pytestmark = pytest.mark.slow
+
+
+def _bench_script(name: str) -> ModuleType:
+    """Import ``bench/<name>.py`` (bench/ is a folder of scripts, not a package)."""
+    path = config.PROJECT_ROOT / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_throughput_measures_every_stage_and_writes_json(tmp_path: Path) -> None:
+    throughput = _bench_script("throughput")
+    output = tmp_path / "throughput.json"
+    argv = ["--data", "demo", "--archs", "light_cnn", "--sizes", "32x32", "--steps", "2", "--images", "64"]
+    assert throughput.main([*argv, "--output", str(output)]) == output
+    record = json.loads(output.read_text())
+    assert set(record["pipeline"]["32x32"]) == {
+        "decode_to_memory_once",
+        *(f"{source}_{mode}" for source in ("files", "memory") for mode in ("none", "light", "full")),
+    }
+    (model,) = record["models"]
+    assert model["arch"] == "light_cnn" and model["input_size"] == [32, 32]
+    assert all(model[key] > 0 for key in ("train_step_in_memory", "full_training_pipeline", "inference"))
+    assert model["full_over_train_step"] == pytest.approx(
+        model["full_training_pipeline"] / model["train_step_in_memory"], abs=0.01
+    )
+    with pytest.raises(SystemExit):
+        throughput.parse_args(["--sizes", "150by200"])
+
+
+def test_accuracy_trains_within_budget_and_scores_val_and_test(tmp_path: Path) -> None:
+    accuracy = _bench_script("accuracy")
+    output = tmp_path / "accuracy.json"
+    overrides = {
+        "arch": "light_cnn",
+        "weights": "null",
+        "img_size": "[32, 32]",
+        "epochs": "2",
+        "fine_tune_epochs": "0",
+        "models_dir": str(tmp_path / "models"),
+        "runs_dir": str(tmp_path / "runs"),
+        "cache_dir": str(tmp_path / "cache"),
+    }
+    argv = ["--data", "demo", "--budget-minutes", "1", "--output", str(output)]
+    accuracy.main(argv + [item for pair in overrides.items() for item in ("--set", *pair)])
+    record = json.loads(output.read_text())
+    assert record["is_demo"] and record["config"]["time_budget_s"] == 60
+    assert record["config"]["arch"] == "light_cnn" and 1 <= record["epochs_run"] <= 2
+    assert Path(record["checkpoint"]).is_file() and record["train_images_per_s"] > 0
+    for key in ("val", "val_tta", "test", "test_tta"):
+        metrics = record["metrics"][key]
+        assert 0 <= metrics["balanced_accuracy"] <= 1 and 0 <= metrics["malignant_roc_auc"] <= 1
+        assert set(metrics["recall"]) == set(config.CLASS_NAMES)
+    assert sum(record["metrics"]["test"]["support"].values()) == record["partition_images"]["test"]
+
+
+def test_accuracy_recipe_expands_variables_in_the_weights_path(monkeypatch) -> None:
+    accuracy = _bench_script("accuracy")
+    monkeypatch.setenv("SKINLESION_SHARED", "/somewhere")
+    name, data, training = accuracy.recipe_parameters(accuracy.DEFAULT_RECIPE, [("fine_tune_epochs", "3")])
+    assert name == "recipe_cpu" and data["split_name"] == "lesion_seed42"
+    assert training["weights"].startswith("/somewhere/keras/weights/") and training["fine_tune_epochs"] == 3
