@@ -65,13 +65,11 @@ def evaluate(result: TrainResult, frame: pd.DataFrame, batch_size: int) -> dict:
 
 
 def recipe_parameters(recipe: Path, overrides: list[tuple[str, str]]) -> tuple[str, dict, dict]:
-    """The recipe's name, its data/split parameters and its training parameters with ``overrides`` applied;
-    ``$VARIABLES`` in a string ``weights`` are expanded (e.g. ``${SKINLESION_SHARED}/keras/...``)."""
+    """The recipe's name, its data/split parameters and its training parameters with ``overrides`` applied
+    (``train_config`` later expands ``$VARIABLES`` in a weights path, as for the notebooks)."""
     run_config = load_run_config(recipe)
     training = dict(run_config.notebooks.get(TRAINING_SECTION, {}))
     training.update({name: parse_literal(value) for name, value in overrides})
-    if isinstance(training.get("weights"), str):
-        training["weights"] = os.path.expandvars(training["weights"])
     return run_config.name, dict(run_config.parameters), training
 
 

@@ -10,6 +10,8 @@ from types import ModuleType
 import pytest
 
 from helpers import config
+from helpers.data_source import DataSource
+from helpers.train_notebook import train_config
 
 pytestmark = pytest.mark.slow
 
@@ -74,4 +76,6 @@ def test_accuracy_recipe_expands_variables_in_the_weights_path(monkeypatch) -> N
     monkeypatch.setenv("SKINLESION_SHARED", "/somewhere")
     name, data, training = accuracy.recipe_parameters(accuracy.DEFAULT_RECIPE, [("fine_tune_epochs", "3")])
     assert name == "recipe_cpu" and data["split_name"] == "lesion_seed42"
-    assert training["weights"].startswith("/somewhere/keras/weights/") and training["fine_tune_epochs"] == 3
+    source = DataSource(root=Path("/data/HAM10000"), is_demo=False, description="real")
+    settings = train_config(training, config_name=name, source=source)
+    assert settings.weights.startswith("/somewhere/keras/weights/") and settings.fine_tune_epochs == 3
