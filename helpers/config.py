@@ -71,7 +71,3 @@ def project_path(path: str | Path) -> Path:
     """``path`` with a relative path taken from the project root (notebooks run inside notebooks/)."""
     return PROJECT_ROOT / Path(path).expanduser()
 
-
-def label_index(dx: str) -> int:
-    """Index of a diagnosis in :data:`CLASS_NAMES`."""
-    return CLASS_NAMES.index(dx)
