@@ -26,9 +26,7 @@ CLASS_DESCRIPTIONS: dict[str, str] = {
     "vasc": "vascular lesion",
 }
 
-PROJECT_ROOT: Path = Path(
-    os.environ.get("SKINLESION_ROOT", Path(__file__).resolve().parent.parent)
-).resolve()
+PROJECT_ROOT: Path = Path(os.environ.get("SKINLESION_ROOT", Path(__file__).resolve().parent.parent)).resolve()
 DATA_DIR: Path = PROJECT_ROOT / "data"
 MODELS_DIR: Path = PROJECT_ROOT / "models"
 FIGURES_DIR: Path = PROJECT_ROOT / "figures"
@@ -70,4 +68,3 @@ def ham10000_root() -> Path | None:
 def project_path(path: str | Path) -> Path:
     """``path`` with a relative path taken from the project root (notebooks run inside notebooks/)."""
     return PROJECT_ROOT / Path(path).expanduser()
-

@@ -16,7 +16,6 @@ import keras
 import numpy as np
 
 from helpers import config
-from helpers.calibration import calibrate
 from helpers.checkpoints import best_checkpoint, load_checkpoint
 from helpers.config import BINARY_CLASS_NAMES, CLASS_DESCRIPTIONS
 from helpers.errors import SkinLesionError
@@ -25,6 +24,7 @@ from helpers.extras import import_extra
 from helpers.gradcam import gradcam, overlay
 from helpers.inference import class_probabilities, read_for_model
 from helpers.metrics import malignant_probability
+from helpers.prior_correction import corrected_probabilities
 from helpers.thresholds import operating_point_path, saved_operating_point
 
 if TYPE_CHECKING:
@@ -48,6 +48,7 @@ class Classifier:
     input_size: tuple[int, int]
     threshold: float
     temperature: float
+    class_bias: list[float] | None
     tuned: bool
     name: str
 
@@ -72,6 +73,7 @@ def load_classifier(checkpoint: str | Path) -> Classifier:
         input_size=tuple(metadata["input_size"]),
         threshold=point["threshold"],
         temperature=point["temperature"],
+        class_bias=point["class_bias"],
         tuned=operating_point_path(checkpoint).is_file(),
         name=Path(checkpoint).name,
     )
@@ -82,7 +84,9 @@ def diagnose(classifier: Classifier, image_path: str | Path) -> Diagnosis:
     DataError if the file is not a usable image."""
     image = read_for_model(image_path, classifier.input_size)
     heatmap, _, outputs = gradcam(classifier.model, image)
-    probs = calibrate(class_probabilities(outputs[np.newaxis]), classifier.temperature)
+    probs = corrected_probabilities(
+        class_probabilities(outputs[np.newaxis]), classifier.temperature, classifier.class_bias
+    )
     p_malignant = float(malignant_probability(probs, classifier.class_names)[0])
     return Diagnosis(
         probabilities={

@@ -36,6 +36,13 @@ from helpers.metrics import (
     multiclass_metrics,
     rank_auc,
 )
+from helpers.prior_correction import (
+    apply_class_bias,
+    class_frequencies,
+    corrected_probabilities,
+    fit_prior_strength,
+    prior_bias,
+)
 from helpers.splits import apply_split, load_split
 from helpers.thresholds import (
     operating_point_path,
@@ -252,13 +259,18 @@ def calibration_view(
 def tune_operating_point(
     val: pd.DataFrame, val_probs: np.ndarray, class_names: Sequence[str], target_sensitivity: float = 0.90
 ) -> dict[str, Any]:
-    """Fit the temperature on validation data, then the P(malignant) threshold reaching the target
-    sensitivity on the temperature-scaled validation probabilities."""
+    """Fit on validation data, in turn: the temperature, the prior-correction class bias (for balanced
+    accuracy; class frequencies from the validation labels, as the split is stratified) and the P(malignant)
+    threshold reaching the target sensitivity on the resulting probabilities."""
     labels = class_labels(val, class_names)
     temperature = fit_temperature(logits_from_probs(val_probs), labels)
     calibrated = calibrate(val_probs, temperature)
+    frequencies = class_frequencies(labels, len(class_names))
+    strength = fit_prior_strength(labels, calibrated, frequencies)
+    class_bias = prior_bias(frequencies, strength)
+    adjusted = apply_class_bias(calibrated, class_bias)
     malignant = val["malignant"].to_numpy(dtype=int)
-    p_malignant = malignant_probability(calibrated, class_names)
+    p_malignant = malignant_probability(adjusted, class_names)
     threshold = threshold_for_sensitivity(malignant, p_malignant, target_sensitivity)
     sensitivity, specificity = sensitivity_specificity(malignant, p_malignant, threshold)
     val_metrics = {
@@ -267,10 +279,14 @@ def tune_operating_point(
         "specificity": specificity,
         "ece_before": expected_calibration_error(labels, val_probs),
         "ece_after": expected_calibration_error(labels, calibrated),
+        "prior_strength": strength,
+        "balanced_accuracy_before_bias": balanced_accuracy(labels, calibrated),
+        "balanced_accuracy_after_bias": balanced_accuracy(labels, adjusted),
     }
     return {
         "threshold": threshold,
         "temperature": temperature,
+        "class_bias": class_bias.tolist(),
         "target_sensitivity": target_sensitivity,
         "val_metrics": val_metrics,
     }
@@ -344,10 +360,10 @@ def evaluate_checkpoint(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Evaluate one checkpoint: multiclass and malignant-vs-benign metrics, lesion-level bootstrap CIs,
-    the validation-tuned threshold and temperature (saved beside the checkpoint when ``save``).
+    the validation-tuned threshold, temperature and class bias (saved beside the checkpoint when ``save``).
 
-    Test metrics use the temperature-scaled probabilities, i.e. what ``skinlesion predict`` reports (argmax,
-    accuracy and the confusion matrix do not depend on the temperature).
+    Test metrics use the temperature-scaled, prior-corrected probabilities, i.e. what ``skinlesion predict``
+    reports; calibration (ECE) is measured on the temperature-scaled ones.
     """
     class_names = checked_class_names(metadata)
     predict = partial(
@@ -356,7 +372,8 @@ def evaluate_checkpoint(
     point = _operating_point(metadata, evaluation_set.val, predict, class_names, target_sensitivity, save)
     test = evaluation_set.test
     raw = predict(test)
-    probs = calibrate(raw, point["temperature"])
+    calibrated = calibrate(raw, point["temperature"])
+    probs = corrected_probabilities(raw, point["temperature"], point["class_bias"])
     p_malignant = malignant_probability(probs, class_names)
     labels = diagnosis_labels(test, class_names)
     result = {
@@ -368,7 +385,7 @@ def evaluate_checkpoint(
         "operating_point": point,
         "multiclass": None if labels is None else multiclass_metrics(labels, probs, class_names),
         "binary": binary_metrics(test["malignant"], p_malignant, point["threshold"]),
-        "calibration": calibration_summary(test, raw, probs, class_names, point["temperature"]),
+        "calibration": calibration_summary(test, raw, calibrated, class_names, point["temperature"]),
         "intervals": headline_intervals(
             test, probs, class_names, point["threshold"], n_bootstrap=n_bootstrap, seed=seed
         ),
@@ -405,7 +422,7 @@ def _operating_point(
     target_sensitivity: float,
     save: bool,
 ) -> dict[str, Any]:
-    """Tune threshold and temperature on ``val`` (saving them when asked), or read the saved ones."""
+    """Tune threshold, temperature and class bias on ``val`` (saving them when asked), else read the saved."""
     checkpoint = metadata["checkpoint"]
     if val is None:
         return {**saved_operating_point(checkpoint), "target_sensitivity": None, "path": None}

@@ -17,7 +17,6 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from helpers.atomic import atomic_path
-from helpers.calibration import calibrate
 from helpers.checkpoints import load_checkpoint
 from helpers.config import BINARY_CLASS_NAMES
 from helpers.errors import DataError
@@ -25,6 +24,7 @@ from helpers.evaluation import checked_class_names
 from helpers.images import IMAGE_SUFFIXES
 from helpers.inference import predict_batch, read_for_model
 from helpers.metrics import malignant_probability
+from helpers.prior_correction import corrected_probabilities
 from helpers.thresholds import saved_operating_point
 
 
@@ -39,8 +39,8 @@ def predict_images(
     """One row per path: path, ``prob_<class>`` per class, predicted class, p_malignant, decision
     ("malignant"/"benign" at the saved threshold, else 0.5) and error ("" when the image was fine).
 
-    Probabilities are temperature-scaled with the saved temperature. A missing or foreign checkpoint raises
-    :class:`~helpers.errors.CheckpointError`.
+    Probabilities are temperature-scaled and prior-corrected as saved in the operating point. A missing or
+    foreign checkpoint raises :class:`~helpers.errors.CheckpointError`.
     """
     model, metadata = load_checkpoint(checkpoint)
     class_names = checked_class_names(metadata)
@@ -74,7 +74,8 @@ def _predict_chunk(
             errors[path] = str(error).splitlines()[0]
     probs = {}
     if images:
-        batch = calibrate(predict_batch(model, np.stack(list(images.values()))), point["temperature"])
+        raw = predict_batch(model, np.stack(list(images.values())))
+        batch = corrected_probabilities(raw, point["temperature"], point["class_bias"])
         probs = dict(zip(images, batch, strict=True))
     return [
         _row(path, probs.get(path), errors.get(path, ""), class_names, point["threshold"]) for path in paths

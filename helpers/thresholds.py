@@ -11,6 +11,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.exceptions import UndefinedMetricWarning
@@ -87,8 +88,10 @@ def save_operating_point(
     temperature: float,
     val_metrics: dict,
     checkpoint: str | Path,
+    class_bias: Sequence[float] | None = None,
 ) -> Path:
-    """Atomically write the tuned threshold, its target, the fitted temperature and val metrics as JSON."""
+    """Atomically write the tuned threshold, its target, the fitted temperature and class bias (see
+    :mod:`helpers.prior_correction`; None: no correction) and val metrics as JSON."""
     if not math.isfinite(threshold) or not 0 < target_sensitivity <= 1 or not temperature > 0:
         raise ValueError(
             "need a finite threshold, 0 < target_sensitivity <= 1 and temperature > 0; got "
@@ -99,6 +102,7 @@ def save_operating_point(
         "threshold": float(threshold),
         "target_sensitivity": float(target_sensitivity),
         "temperature": float(temperature),
+        "class_bias": None if class_bias is None else [float(value) for value in class_bias],
         "checkpoint": Path(checkpoint).name,
         "val_metrics": val_metrics,
     }
@@ -129,11 +133,15 @@ def load_operating_point(path: str | Path) -> dict:
     return record
 
 
-def saved_operating_point(checkpoint_path: str | Path) -> dict[str, float]:
-    """The saved threshold and temperature of a checkpoint, or :data:`DEFAULT_THRESHOLD` and temperature 1
-    when none was saved."""
+def saved_operating_point(checkpoint_path: str | Path) -> dict[str, Any]:
+    """The saved threshold, temperature and class bias of a checkpoint, or :data:`DEFAULT_THRESHOLD`,
+    temperature 1 and no bias when none was saved (files from before the class bias have none)."""
     path = operating_point_path(checkpoint_path)
     if not path.is_file():
-        return {"threshold": DEFAULT_THRESHOLD, "temperature": 1.0}
+        return {"threshold": DEFAULT_THRESHOLD, "temperature": 1.0, "class_bias": None}
     record = load_operating_point(path)
-    return {"threshold": float(record["threshold"]), "temperature": float(record["temperature"])}
+    return {
+        "threshold": float(record["threshold"]),
+        "temperature": float(record["temperature"]),
+        "class_bias": record.get("class_bias"),
+    }

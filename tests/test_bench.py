@@ -64,7 +64,9 @@ def test_accuracy_trains_within_budget_and_scores_val_and_test(tmp_path: Path) -
     assert record["is_demo"] and record["config"]["time_budget_s"] == 60
     assert record["config"]["arch"] == "light_cnn" and 1 <= record["epochs_run"] <= 2
     assert Path(record["checkpoint"]).is_file() and record["train_images_per_s"] > 0
-    for key in ("val", "val_tta", "test", "test_tta"):
+    assert record["headline"] == "test_tta_corrected"
+    assert len(record["operating_point_from_val"]["class_bias"]) == len(config.CLASS_NAMES)
+    for key in ("val", "val_tta", "test", "test_tta", "val_tta_corrected", "test_tta_corrected"):
         metrics = record["metrics"][key]
         assert 0 <= metrics["balanced_accuracy"] <= 1 and 0 <= metrics["malignant_roc_auc"] <= 1
         assert set(metrics["recall"]) == set(config.CLASS_NAMES)

@@ -79,7 +79,7 @@ def test_operating_point_round_trip(tmp_path: Path) -> None:
     val_metrics = {"sensitivity": np.float64(0.91), "confusion": np.array([[3, 1], [0, 4]]), "n": np.int64(8)}
     save_operating_point(
         path, threshold=np.float32(0.25), target_sensitivity=0.9, temperature=1.7,
-        val_metrics=val_metrics, checkpoint=checkpoint,
+        val_metrics=val_metrics, checkpoint=checkpoint, class_bias=np.array([0.5, -0.5]),
     )  # fmt: skip
     record = load_operating_point(path)
     assert record["threshold"] == pytest.approx(0.25)
@@ -87,11 +87,22 @@ def test_operating_point_round_trip(tmp_path: Path) -> None:
     assert record["checkpoint"] == "model.keras"
     assert record["val_metrics"] == {"sensitivity": 0.91, "confusion": [[3, 1], [0, 4]], "n": 8}
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
-    assert saved_operating_point(checkpoint) == pytest.approx({"threshold": 0.25, "temperature": 1.7})
+    saved = saved_operating_point(checkpoint)
+    assert saved == {"threshold": pytest.approx(0.25), "temperature": 1.7, "class_bias": [0.5, -0.5]}
+
+
+def test_operating_point_without_class_bias_reads_as_no_correction(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "model.keras"
+    save_operating_point(
+        operating_point_path(checkpoint), threshold=0.3, target_sensitivity=0.9, temperature=1.0,
+        val_metrics={}, checkpoint=checkpoint,
+    )  # fmt: skip
+    assert saved_operating_point(checkpoint)["class_bias"] is None
 
 
 def test_saved_operating_point_defaults_without_a_file(tmp_path: Path) -> None:
-    assert saved_operating_point(tmp_path / "model.keras") == {"threshold": 0.5, "temperature": 1.0}
+    default = {"threshold": 0.5, "temperature": 1.0, "class_bias": None}
+    assert saved_operating_point(tmp_path / "model.keras") == default
     assert DEFAULT_THRESHOLD == 0.5
 
 
