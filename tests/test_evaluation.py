@@ -87,6 +87,9 @@ def test_internal_evaluation_end_to_end(tiny, multiclass_ckpt):
     saved = load_operating_point(operating_point_path(multiclass_ckpt))
     assert saved["threshold"] == pytest.approx(result["operating_point"]["threshold"])
     assert saved["temperature"] == pytest.approx(result["calibration"]["temperature"])
+    assert saved["class_bias"] == pytest.approx(result["operating_point"]["class_bias"])
+    val_metrics = result["operating_point"]["val_metrics"]
+    assert val_metrics["balanced_accuracy_after_bias"] >= val_metrics["balanced_accuracy_before_bias"]
     table = prediction_table(result)
     assert list(table["true"]) == list(chosen.test["dx"]) and table["confidence"].between(0, 1).all()
 
