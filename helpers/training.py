@@ -70,6 +70,9 @@ class TrainConfig:
     A seed fixes initial weights, shuffling, sampling and augmentation; ``deterministic=True`` also makes
     TensorFlow ops deterministic (process-wide, slower), which bit-identical reruns with ``augment`` need
     because the pipeline's parallel augmentation may hand over batches in a different order.
+    ``ema_momentum`` keeps an exponential moving average of the weights in the phases trained on images
+    (not the cached-feature head); validation, selection and checkpoints then use the averaged weights,
+    which smooths the epoch-to-epoch noise of a small validation set. A resumed run continues from them.
     """
 
     task: str = "multiclass"
@@ -92,6 +95,7 @@ class TrainConfig:
     lr_schedule: str = "plateau"
     time_budget_s: float | None = None
     label_smoothing: float = 0.0
+    ema_momentum: float | None = None
     monitor_metric: str | None = None
     seed: int = 42
     patience: int = 5
@@ -138,6 +142,10 @@ class TrainConfig:
                 f"class_weighting must be one of {CLASS_WEIGHT_MODES}",
             ),
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+            (
+                self.ema_momentum is None or 0 < self.ema_momentum < 1,
+                "ema_momentum must be None or in (0, 1)",
+            ),
             (self.augment_mode in AUGMENT_MODES, f"augment_mode must be one of {AUGMENT_MODES}"),
             (self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {LR_SCHEDULES}"),
             (self.time_budget_s is None or self.time_budget_s > 0, "time_budget_s must be None or > 0"),
@@ -428,7 +436,7 @@ class _Run:
         if not config.from_scratch:
             set_backbone_trainable(self.model, False)
         fitted = head_model(self.model) if use_cache else self.model
-        self._compile(fitted, config.lr, config.epochs)
+        self._compile(fitted, config.lr, config.epochs, average_weights=not use_cache)
         self._resume_snapshot(fitted, phase=1)
         if use_cache:
             train, val = (
@@ -465,7 +473,7 @@ class _Run:
         if self.state.phase != 2:
             self.restore_best()
         set_backbone_trainable(self.model, True, top_n=config.fine_tune_layers)
-        self._compile(self.model, config.fine_tune_lr, config.fine_tune_epochs)
+        self._compile(self.model, config.fine_tune_lr, config.fine_tune_epochs, average_weights=True)
         self._resume_snapshot(self.model, phase=2)
         self._fit_images(
             self.model, phase=2, end_epoch=self.state.phase_end_epoch(1) + config.fine_tune_epochs
@@ -478,9 +486,14 @@ class _Run:
             self.best.best_weights = load_checkpoint(self.state.best_path)[0].get_weights()
         self.model.set_weights(self.best.best_weights)
 
-    def _compile(self, fitted: keras.Model, lr: float, epochs: int) -> None:
+    def _compile(self, fitted: keras.Model, lr: float, epochs: int, *, average_weights: bool) -> None:
+        """Compile with Adam; ``average_weights`` adds the weight EMA when ``ema_momentum`` is set."""
+        momentum = self.config.ema_momentum if average_weights else None
+        optimizer = keras.optimizers.Adam(
+            self._learning_rate(lr, epochs), use_ema=momentum is not None, ema_momentum=momentum or 0.99
+        )
         fitted.compile(
-            optimizer=keras.optimizers.Adam(self._learning_rate(lr, epochs)),
+            optimizer=optimizer,
             loss=task_loss(self.config.task, self.config.label_smoothing),
             metrics=[training_metric(self.config.metric, NUM_CLASSES[self.config.task])],
         )
@@ -529,11 +542,16 @@ class _Run:
             train,
             epochs=end_epoch,
             initial_epoch=self.state.epoch,
-            callbacks=[monitor, *self._callbacks(phase)],
+            callbacks=[*self._weight_average_swap(), monitor, *self._callbacks(phase)],
             class_weight=self.class_weight,
             shuffle=False,
             verbose=0,
         )
+
+    def _weight_average_swap(self) -> list[keras.callbacks.Callback]:
+        """With ``ema_momentum``, the callback that puts the averaged weights in the model at each epoch end,
+        before anything validates or saves it (and the training weights back at the next epoch's start)."""
+        return [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if self.config.ema_momentum else []
 
     def _decoded(self, partition: str) -> np.ndarray:
         """The partition's images decoded once (uint8) and kept in memory for every epoch and phase."""

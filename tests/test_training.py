@@ -110,6 +110,7 @@ def test_config_reads_numbers_written_as_text() -> None:
         ({"lr_schedule": "linear"}, "lr_schedule must be one of"),
         ({"augment_mode": "heavy"}, "augment_mode must be one of"),
         ({"time_budget_s": 0}, "time_budget_s must be None or > 0"),
+        ({"ema_momentum": 1.0}, "ema_momentum must be None or in (0, 1)"),
     ],
 )
 def test_config_rejects_bad_values(params, message) -> None:
@@ -280,6 +281,28 @@ def test_cosine_schedule_warms_up_for_an_epoch_then_decays_to_one_percent(frame,
     rates = result.history["learning_rate"]
     assert rates[0] == pytest.approx(1e-2, rel=1e-3) and 1e-4 < rates[1] < 1e-2
     assert rates[-1] == pytest.approx(1e-4, rel=1e-3)
+
+
+class WeightsAtStart(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.weights = [weight.numpy() for weight in self.model.trainable_weights]
+
+
+def test_weight_average_is_what_validation_and_the_checkpoint_see(frame, tmp_path) -> None:
+    """A near-frozen average (momentum 0.99999) stays at the weights after the first step, so the saved
+    checkpoint's trainable weights are within one Adam step (~lr) of the start (BatchNorm statistics are not
+    averaged); validation is scored on those same weights."""
+    distances = {}
+    for momentum in (None, 0.99999):
+        config = tiny_config(tmp_path / str(momentum), lr=1e-3, ema_momentum=momentum)
+        val = training_frames(frame, config)["val"]
+        images = load_image_array(val["image_path"], SIZE, progress=False).astype(np.float32)
+        start, probe = WeightsAtStart(), ValidationProbe(images, val["label"].to_numpy())
+        result = train(config, frame, callbacks=[start, probe])
+        saved = [weight.numpy() for weight in load_checkpoint(result.checkpoint_path)[0].trainable_weights]
+        distances[momentum] = max(np.abs(a - b).max() for a, b in zip(saved, start.weights, strict=True))
+        assert all(logged == pytest.approx(recomputed) for logged, recomputed in probe.pairs)
+    assert distances[0.99999] < 1.5e-3 < 5e-3 < distances[None], distances
 
 
 def test_time_budget_stops_after_the_epoch_that_would_overrun_and_skips_fine_tuning(frame, tmp_path) -> None:
