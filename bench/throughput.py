@@ -3,9 +3,9 @@
 For each image size: (a) the tf.data pipeline alone, from the JPEG files and from the in-memory uint8 cache,
 without augmentation and with each augmentation mode, plus the one-off decode into memory. For each
 architecture and size: (b) the train step on in-memory float tensors, (c) the full training pipeline
-(in-memory cache, augmentation, train step) and (d) inference. Models train their whole backbone with
-BatchNorm frozen, as the recommended recipe does; weights are random (throughput does not depend on them).
-Prints the ratio (c)/(b) and writes ``bench/results/throughput-<date>.json``.
+(in-memory cache, each augmentation mode, train step) and (d) inference. Models train their whole backbone
+with BatchNorm frozen, as the recommended recipe does; weights are random (throughput does not depend on
+them). Prints the ratio (c)/(b) and writes ``bench/results/throughput-<date>.json``.
 
     uv run python bench/throughput.py --archs mobilenetv2 mobilenetv3small --sizes 150x200 --steps 10
 """
@@ -96,8 +96,10 @@ def pipeline_throughput(frame: pd.DataFrame, size: tuple[int, int], batch_size: 
 
 def model_throughput(
     arch: str, size: tuple[int, int], frame: pd.DataFrame, images: np.ndarray, args: argparse.Namespace
-) -> dict[str, float]:
-    """(b) train step on tensors, (c) full pipeline with ``args.augment_mode``, (d) inference, in images/s."""
+) -> dict[str, float | dict[str, float]]:
+    """(b) train step on tensors, (c) full pipeline with each of ``args.augment_modes``, (d) inference, in
+    images/s. (b) and (c) alternate ``args.repeats`` times and report medians: the ratio (c)/(b) compares
+    measurements taken under the same background load."""
     keras.backend.clear_session()
     model = build_model(arch, input_size=size, weights=None)
     set_backbone_trainable(model, True)
@@ -107,19 +109,23 @@ def model_throughput(
         tf.constant(frame["label"][: args.batch_size]),
     )
 
-    in_memory = tf.data.Dataset.from_tensors(batch).repeat()
-    full_pipeline = pipeline.make_dataset(
-        frame,
-        image_size=size,
-        batch_size=args.batch_size,
-        training=True,
-        augment=True,
-        augment_mode=args.augment_mode,
-        images=images,
-    ).repeat()
-
-    train_step = timed_fit(model, in_memory, args.steps, args.batch_size)
-    full = timed_fit(model, full_pipeline, args.steps, args.batch_size)
+    datasets = {"train_step": tf.data.Dataset.from_tensors(batch).repeat()}
+    for mode in args.augment_modes:
+        datasets[mode] = pipeline.make_dataset(
+            frame,
+            image_size=size,
+            batch_size=args.batch_size,
+            training=True,
+            augment=True,
+            augment_mode=mode,
+            images=images,
+        ).repeat()
+    measured = {name: [] for name in datasets}
+    for _ in range(args.repeats):
+        for name, dataset in datasets.items():
+            measured[name].append(timed_fit(model, dataset, args.steps, args.batch_size))
+    train_step = float(np.median(measured.pop("train_step")))
+    full = {mode: float(np.median(values)) for mode, values in measured.items()}
     predict = tf.function(lambda x: model(x, training=False))
     for _ in range(WARMUP_STEPS):
         predict(batch[0])
@@ -128,7 +134,7 @@ def model_throughput(
         "train_step_in_memory": train_step,
         "full_training_pipeline": full,
         "inference": inference,
-        "full_over_train_step": full / train_step,
+        "full_over_train_step": {mode: value / train_step for mode, value in full.items()},
     }
 
 
@@ -146,11 +152,13 @@ def run(args: argparse.Namespace) -> dict:
         for arch in tqdm(args.archs, desc=f"Models at {key}", unit="model"):
             measured = _rounded(model_throughput(arch, size, frame, images, args))
             results["models"].append({"arch": arch, "input_size": list(size), **measured})
+            full = "  ".join(
+                f"{mode} {value:.1f} ({measured['full_over_train_step'][mode]:.2f})"
+                for mode, value in measured["full_training_pipeline"].items()
+            )
             tqdm.write(
-                f"{arch:>16} {key}: train step {measured['train_step_in_memory']:7.1f}  "
-                f"full pipeline {measured['full_training_pipeline']:7.1f}  "
-                f"inference {measured['inference']:7.1f} images/s  "
-                f"(c)/(b) = {measured['full_over_train_step']:.2f}"
+                f"{arch:>16} {key}: train step {measured['train_step_in_memory']:.1f}  "
+                f"full pipeline by augmentation {full}  inference {measured['inference']:.1f} images/s"
             )
     return {
         "benchmark": "throughput",
@@ -159,14 +167,16 @@ def run(args: argparse.Namespace) -> dict:
         "images": len(frame),
         "batch_size": args.batch_size,
         "steps": args.steps,
-        "augment_mode": args.augment_mode,
+        "repeats": args.repeats,
+        "augment_modes": args.augment_modes,
         **results,
         "machine": _machine(),
     }
 
 
-def _rounded(values: dict[str, float]) -> dict[str, float]:
-    return {name: round(value, 2) for name, value in values.items()}
+def _rounded(values: dict) -> dict:
+    """``values`` with every number, also in nested dicts, rounded to 2 decimals."""
+    return {name: _rounded(v) if isinstance(v, dict) else round(v, 2) for name, v in values.items()}
 
 
 def _machine() -> dict:
@@ -187,7 +197,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=20, help="timed batches per model measurement")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--images", type=int, default=1024, help="images in the pipeline measurements")
-    parser.add_argument("--augment-mode", choices=pipeline.AUGMENT_MODES, default="light")
+    parser.add_argument(
+        "--augment-modes", nargs="+", choices=pipeline.AUGMENT_MODES, default=list(pipeline.AUGMENT_MODES)
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="alternating measurements per model (median)")
     parser.add_argument("--data", default="auto", help='"auto" (real data if found), "demo" or a folder')
     parser.add_argument(
         "--output", type=Path, default=None, help="default bench/results/throughput-DATE.json"

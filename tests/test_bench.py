@@ -29,6 +29,7 @@ def test_throughput_measures_every_stage_and_writes_json(tmp_path: Path) -> None
     throughput = _bench_script("throughput")
     output = tmp_path / "throughput.json"
     argv = ["--data", "demo", "--archs", "light_cnn", "--sizes", "32x32", "--steps", "2", "--images", "64"]
+    argv += ["--repeats", "2"]
     assert throughput.main([*argv, "--output", str(output)]) == output
     record = json.loads(output.read_text())
     assert set(record["pipeline"]["32x32"]) == {
@@ -37,10 +38,12 @@ def test_throughput_measures_every_stage_and_writes_json(tmp_path: Path) -> None
     }
     (model,) = record["models"]
     assert model["arch"] == "light_cnn" and model["input_size"] == [32, 32]
-    assert all(model[key] > 0 for key in ("train_step_in_memory", "full_training_pipeline", "inference"))
-    assert model["full_over_train_step"] == pytest.approx(
-        model["full_training_pipeline"] / model["train_step_in_memory"], abs=0.01
-    )
+    assert model["train_step_in_memory"] > 0 and model["inference"] > 0
+    assert set(model["full_training_pipeline"]) == set(model["full_over_train_step"]) == {"light", "full"}
+    for mode, images_per_s in model["full_training_pipeline"].items():
+        ratio = images_per_s / model["train_step_in_memory"]
+        assert images_per_s > 0 and model["full_over_train_step"][mode] == pytest.approx(ratio, abs=0.01)
+    assert record["repeats"] == 2 and record["augment_modes"] == ["full", "light"]
     with pytest.raises(SystemExit):
         throughput.parse_args(["--sizes", "150by200"])
 
