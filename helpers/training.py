@@ -70,9 +70,10 @@ class TrainConfig:
     A seed fixes initial weights, shuffling, sampling and augmentation; ``deterministic=True`` also makes
     TensorFlow ops deterministic (process-wide, slower), which bit-identical reruns with ``augment`` need
     because the pipeline's parallel augmentation may hand over batches in a different order.
-    ``ema_momentum`` keeps an exponential moving average of the weights in the phases trained on images
-    (not the cached-feature head); validation, selection and checkpoints then use the averaged weights,
-    which smooths the epoch-to-epoch noise of a small validation set. A resumed run continues from them.
+    ``ema_momentum`` keeps an exponential moving average of the weights in the fine-tuning phase (and for
+    the from-scratch CNNs; not for a new head, whose average would lag behind its fast start); validation,
+    selection and checkpoints then use the averaged weights, which smooths the epoch-to-epoch noise of a
+    small validation set. A resumed run continues from them.
     """
 
     task: str = "multiclass"
@@ -436,7 +437,7 @@ class _Run:
         if not config.from_scratch:
             set_backbone_trainable(self.model, False)
         fitted = head_model(self.model) if use_cache else self.model
-        self._compile(fitted, config.lr, config.epochs, average_weights=not use_cache)
+        self._compile(fitted, config.lr, config.epochs, average_weights=config.from_scratch)
         self._resume_snapshot(fitted, phase=1)
         if use_cache:
             train, val = (
@@ -542,16 +543,17 @@ class _Run:
             train,
             epochs=end_epoch,
             initial_epoch=self.state.epoch,
-            callbacks=[*self._weight_average_swap(), monitor, *self._callbacks(phase)],
+            callbacks=[*self._weight_average_swap(fitted), monitor, *self._callbacks(phase)],
             class_weight=self.class_weight,
             shuffle=False,
             verbose=0,
         )
 
-    def _weight_average_swap(self) -> list[keras.callbacks.Callback]:
-        """With ``ema_momentum``, the callback that puts the averaged weights in the model at each epoch end,
-        before anything validates or saves it (and the training weights back at the next epoch's start)."""
-        return [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if self.config.ema_momentum else []
+    @staticmethod
+    def _weight_average_swap(fitted: keras.Model) -> list[keras.callbacks.Callback]:
+        """When the optimizer averages weights, the callback that puts the average in the model at each
+        epoch end, before anything validates or saves it (and the training weights back at the next start)."""
+        return [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if fitted.optimizer.use_ema else []
 
     def _decoded(self, partition: str) -> np.ndarray:
         """The partition's images decoded once (uint8) and kept in memory for every epoch and phase."""
