@@ -6,7 +6,7 @@ lesion-level split, its ``notebooks: 02-train`` section the training parameters)
 internal test partition with and without flip TTA: balanced accuracy, per-class recall and the
 malignant-vs-benign ROC-AUC of P(akiec) + P(bcc) + P(mel). The headline (``test_tta_corrected``) adds the
 temperature and prior correction that ``evaluation.tune_operating_point`` fits on the validation partition
-only. Writes ``bench/results/accuracy-<date>.json``.
+only. Writes ``bench/results/accuracy-<date>.json`` and a row in ``Tracking.md``.
 
     uv run python bench/accuracy.py [--budget-minutes 60] [--data auto|demo|FOLDER] [--set NAME VALUE]
 """
@@ -32,6 +32,7 @@ from helpers.inference import predict_probabilities
 from helpers.metrics import malignant_labels, malignant_probability, multiclass_metrics, rank_auc
 from helpers.notebook_params import load_run_config, parse_literal
 from helpers.prior_correction import corrected_probabilities
+from helpers.tracking import append_run
 from helpers.train_notebook import split_frame, train_config
 from helpers.training import TrainResult, train
 
@@ -142,6 +143,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="override a training parameter, e.g. --set fine_tune_epochs 8 (YAML literal)",
     )
     parser.add_argument("--output", type=Path, default=None, help="default bench/results/accuracy-DATE.json")
+    parser.add_argument("--tracking", type=Path, default=None, help="default Tracking.md (one row per run)")
     return parser.parse_args(argv)
 
 
@@ -159,8 +161,29 @@ def main(argv: list[str] | None = None) -> Path:
     output = args.output or RESULTS_DIR / f"accuracy-{datetime.now(UTC):%Y-%m-%d}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output, json.dumps(record, indent=2, default=_json_value) + "\n")
+    track(record, output, args.tracking)
     print(f"Saved {output}")
     return output
+
+
+def track(record: dict, output: Path, tracking: Path | None) -> None:
+    """One ``Tracking.md`` row for the run (as the notebooks add): recipe, key settings, headline metrics."""
+    settings = ("arch", "input_size", "fine_tune_epochs", "augment_mode", "ema_momentum", "time_budget_s")
+    headline, val = record["metrics"][record["headline"]], record["metrics"]["val_tta_corrected"]
+    append_run(
+        config=Path(record["recipe_file"]).stem,
+        notebook="bench/accuracy",
+        params={name: record["config"][name] for name in settings},
+        metrics={
+            "test_balanced_accuracy": headline["balanced_accuracy"],
+            "test_malignant_roc_auc": headline["malignant_roc_auc"],
+            "val_balanced_accuracy": val["balanced_accuracy"],
+            "train_minutes": record["train_wall_time_s"] / 60,
+        },
+        outputs=[record["checkpoint"], output],
+        synthetic=record["is_demo"],
+        path=tracking,
+    )
 
 
 def _json_value(value: object) -> object:

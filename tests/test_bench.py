@@ -61,7 +61,8 @@ def test_accuracy_trains_within_budget_and_scores_val_and_test(tmp_path: Path) -
         "runs_dir": str(tmp_path / "runs"),
         "cache_dir": str(tmp_path / "cache"),
     }
-    argv = ["--data", "demo", "--budget-minutes", "1", "--output", str(output)]
+    tracking = tmp_path / "Tracking.md"
+    argv = ["--data", "demo", "--budget-minutes", "1", "--output", str(output), "--tracking", str(tracking)]
     accuracy.main(argv + [item for pair in overrides.items() for item in ("--set", *pair)])
     record = json.loads(output.read_text())
     assert record["is_demo"] and record["config"]["time_budget_s"] == 60
@@ -74,6 +75,8 @@ def test_accuracy_trains_within_budget_and_scores_val_and_test(tmp_path: Path) -
         assert 0 <= metrics["balanced_accuracy"] <= 1 and 0 <= metrics["malignant_roc_auc"] <= 1
         assert set(metrics["recall"]) == set(config.CLASS_NAMES)
     assert sum(record["metrics"]["test"]["support"].values()) == record["partition_images"]["test"]
+    (row,) = [line for line in tracking.read_text().splitlines() if "bench/accuracy" in line]
+    assert "SYNTHETIC" in row and "test_balanced_accuracy=" in row and Path(record["checkpoint"]).name in row
 
 
 def test_accuracy_recipe_expands_variables_in_the_weights_path(monkeypatch) -> None:
