@@ -173,7 +173,7 @@ def track(record: dict, output: Path, tracking: Path | None) -> None:
     append_run(
         config=Path(record["recipe_file"]).stem,
         notebook="bench/accuracy",
-        params={name: record["config"][name] for name in settings},
+        params={name: record["config"].get(name) for name in settings},
         metrics={
             "test_balanced_accuracy": headline["balanced_accuracy"],
             "test_malignant_roc_auc": headline["malignant_roc_auc"],
