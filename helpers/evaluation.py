@@ -39,7 +39,6 @@ from helpers.metrics import (
 from helpers.prior_correction import (
     apply_class_bias,
     class_frequencies,
-    corrected_probabilities,
     fit_prior_strength,
     prior_bias,
 )
@@ -373,7 +372,7 @@ def evaluate_checkpoint(
     test = evaluation_set.test
     raw = predict(test)
     calibrated = calibrate(raw, point["temperature"])
-    probs = corrected_probabilities(raw, point["temperature"], point["class_bias"])
+    probs = apply_class_bias(calibrated, point["class_bias"])
     p_malignant = malignant_probability(probs, class_names)
     labels = diagnosis_labels(test, class_names)
     result = {

@@ -130,6 +130,10 @@ def load_operating_point(path: str | Path) -> dict:
     missing = [key for key in _REQUIRED_KEYS if key not in record]
     if missing:
         raise _bad_operating_point(f"operating point lacks {missing}", path)
+    bias = record.get("class_bias")
+    finite = isinstance(bias, list) and all(isinstance(v, int | float) and math.isfinite(v) for v in bias)
+    if bias is not None and not finite:
+        raise _bad_operating_point("class_bias is not a list of finite numbers", path)
     return record
 
 

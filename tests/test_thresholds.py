@@ -100,6 +100,17 @@ def test_operating_point_without_class_bias_reads_as_no_correction(tmp_path: Pat
     assert saved_operating_point(checkpoint)["class_bias"] is None
 
 
+def test_operating_point_with_a_broken_class_bias_is_refused(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "model.keras"
+    path = save_operating_point(
+        operating_point_path(checkpoint), threshold=0.3, target_sensitivity=0.9, temperature=1.0,
+        val_metrics={}, checkpoint=checkpoint, class_bias=[0.1, 0.2],
+    )  # fmt: skip
+    path.write_text(path.read_text().replace("0.2", '"high"'))
+    with pytest.raises(CheckpointError, match=r"class_bias is not a list of finite numbers(.|\n)*File: "):
+        saved_operating_point(checkpoint)
+
+
 def test_saved_operating_point_defaults_without_a_file(tmp_path: Path) -> None:
     default = {"threshold": 0.5, "temperature": 1.0, "class_bias": None}
     assert saved_operating_point(tmp_path / "model.keras") == default
