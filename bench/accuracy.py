@@ -67,7 +67,8 @@ def evaluate(result: TrainResult, frame: pd.DataFrame, batch_size: int) -> tuple
         for tta in (False, True):
             probabilities = predict_probabilities(result.model, part, batch_size=batch_size, tta=tta)
             evaluation[f"{partition}{'_tta' if tta else ''}"] = scores(part, probabilities)
-        tta_probabilities[partition] = probabilities
+            if tta:
+                tta_probabilities[partition] = probabilities
     val = frame[frame["partition"] == "val"]
     point = tune_operating_point(val, tta_probabilities["val"], config.CLASS_NAMES)
     for partition, probabilities in tta_probabilities.items():
