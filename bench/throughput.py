@@ -27,11 +27,11 @@ import pandas as pd
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from helpers import pipeline
-from helpers.atomic import atomic_write_text
-from helpers.data_source import resolve_data_root
-from helpers.ham10000 import load_ham10000
-from helpers.models import build_model, set_backbone_trainable
+from helpers.core.atomic import atomic_write_text
+from helpers.data import pipeline
+from helpers.data.ham10000 import load_ham10000
+from helpers.data.source import resolve_data_root
+from helpers.models.build import build_model, set_backbone_trainable
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_ARCHS = ("mobilenetv2", "mobilenetv3small", "efficientnetb0", "resnet50")

@@ -10,16 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 
-from helpers import config
-from helpers.demo_data import make_demo_dataset
-from helpers.ham10000 import load_ham10000
-from helpers.images import write_image_rgb
-from helpers.isic2018 import DX_COLUMNS, GROUND_TRUTH_FILE
-from helpers.splits import make_lesion_split, save_split
-from helpers.thresholds import operating_point_path, save_operating_point
+from helpers.core import config
+from helpers.data.demo import make_demo_dataset
+from helpers.data.ham10000 import load_ham10000
+from helpers.data.isic2018 import DX_COLUMNS, GROUND_TRUTH_FILE
+from helpers.data.splits import make_lesion_split, save_split
+from helpers.evaluation.operating_point import operating_point_path, save_operating_point
 
 HAM_ROWS: list[tuple[str, ...]] = [
     ("HAM_1", "ISIC_0000001", "nv", "follow_up", "45.0", "male", "back"),
@@ -35,6 +35,16 @@ images, one without an age."""
 ISIC_HEADER = "image," + ",".join(DX_COLUMNS)
 FIRST_ISIC_NUMBER = 34524
 """The number of the first ISIC 2018 Task 3 test image, ISIC_0034524."""
+
+
+def write_image_rgb(path: Path, image: np.ndarray) -> Path:
+    """Encode an (H, W, 3) uint8 RGB (or (H, W) grey) array in the format of the path's suffix."""
+    pixels = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    ok, encoded = cv2.imencode(path.suffix, pixels)
+    assert ok, f"OpenCV could not encode {path.suffix}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encoded.tobytes())
+    return path
 
 
 def noise_image(seed: int, size: tuple[int, int] = (16, 16)) -> np.ndarray:
@@ -103,8 +113,8 @@ def save_untrained_checkpoint(
 ) -> Path:
     """Save a randomly initialised ``arch`` model for ``task`` at ``path`` with a sidecar naming its task,
     classes, input size and architecture, plus the extra ``metadata`` (e.g. split_file, val_metric)."""
-    from helpers.checkpoints import save_checkpoint
-    from helpers.models import build_model
+    from helpers.models.build import build_model
+    from helpers.models.checkpoints import save_checkpoint
 
     classes = config.CLASS_NAMES if task == "multiclass" else config.BINARY_CLASS_NAMES
     model = build_model(arch, task=task, num_classes=len(classes), input_size=input_size, weights=None)

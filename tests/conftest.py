@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import config
+from helpers.core import config
 
 
 def _shared_or_skip() -> Path:

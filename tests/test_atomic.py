@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.atomic import staging_directory
+from helpers.core.atomic import staging_directory
 
 
 def test_a_finished_folder_is_renamed_onto_the_target(tmp_path: Path) -> None:

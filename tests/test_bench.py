@@ -9,9 +9,9 @@ from types import ModuleType
 
 import pytest
 
-from helpers import config
-from helpers.data_source import DataSource
-from helpers.train_notebook import train_config
+from helpers.core import config
+from helpers.data.source import DataSource
+from helpers.training.settings import config_from_notebook
 
 pytestmark = pytest.mark.slow
 
@@ -68,15 +68,18 @@ def test_accuracy_trains_within_budget_and_scores_val_and_test(tmp_path: Path) -
     assert record["is_demo"] and record["config"]["time_budget_s"] == 60
     assert record["config"]["arch"] == "light_cnn" and 1 <= record["epochs_run"] <= 2
     assert Path(record["checkpoint"]).is_file() and record["train_images_per_s"] > 0
-    assert record["headline"] == "test_tta_corrected"
-    assert len(record["operating_point_from_val"]["class_bias"]) == len(config.CLASS_NAMES)
-    for key in ("val", "val_tta", "test", "test_tta", "val_tta_corrected", "test_tta_corrected"):
-        metrics = record["metrics"][key]
-        assert 0 <= metrics["balanced_accuracy"] <= 1 and 0 <= metrics["malignant_roc_auc"] <= 1
+    assert record["headline"] == "internal_tta" and record["external_set"] is None  # demo: no external
+    assert set(record["metrics"]) == {"internal", "internal_tta"}
+    for metrics in record["metrics"].values():
+        point, low, high = metrics["balanced_accuracy"]
+        assert 0 <= low <= point <= high <= 1 and 0 <= metrics["roc_auc"][0] <= 1
         assert set(metrics["recall"]) == set(config.CLASS_NAMES)
-    assert sum(record["metrics"]["test"]["support"].values()) == record["partition_images"]["test"]
+    assert sum(record["metrics"]["internal"]["support"].values()) == record["partition_images"]["test"]
+    operating_point = Path(record["checkpoint"]).with_suffix(".operating_point.json")
+    assert len(json.loads(operating_point.read_text())["class_bias"]) == len(config.CLASS_NAMES)
     (row,) = [line for line in tracking.read_text().splitlines() if "bench/accuracy" in line]
-    assert "SYNTHETIC" in row and "test_balanced_accuracy=" in row and Path(record["checkpoint"]).name in row
+    assert "SYNTHETIC" in row and "internal_tta_balanced_accuracy=" in row
+    assert Path(record["checkpoint"]).name in row
 
 
 def test_accuracy_recipe_expands_variables_in_the_weights_path(monkeypatch) -> None:
@@ -85,5 +88,5 @@ def test_accuracy_recipe_expands_variables_in_the_weights_path(monkeypatch) -> N
     name, data, training = accuracy.recipe_parameters(accuracy.DEFAULT_RECIPE, [("fine_tune_epochs", "3")])
     assert name == "recipe_cpu" and data["split_name"] == "lesion_seed42"
     source = DataSource(root=Path("/data/HAM10000"), is_demo=False, description="real")
-    settings = train_config(training, config_name=name, source=source)
+    settings = config_from_notebook(training, label=name, source=source)
     assert settings.weights.startswith("/somewhere/keras/weights/") and settings.fine_tune_epochs == 3

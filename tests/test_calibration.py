@@ -7,7 +7,7 @@ import pytest
 from scipy.special import expit, softmax
 from sklearn.metrics import log_loss
 
-from helpers.calibration import (
+from helpers.evaluation.calibration import (
     apply_temperature,
     calibrate,
     expected_calibration_error,

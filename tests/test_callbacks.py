@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, balanced_accuracy_score, roc_auc_score
 
-from helpers.callbacks import (
+from helpers.core.errors import DataError
+from helpers.models.checkpoints import read_metadata
+from helpers.training.callbacks import (
     BalancedAccuracy,
     BestCheckpoint,
     EpochProgress,
@@ -20,8 +22,6 @@ from helpers.callbacks import (
     save_snapshot,
     validation_score,
 )
-from helpers.checkpoints import read_metadata
-from helpers.errors import DataError
 
 RNG = np.random.default_rng(0)
 FEATURES = RNG.normal(size=(40, 5)).astype(np.float32)

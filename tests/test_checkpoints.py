@@ -1,4 +1,4 @@
-"""Tests for helpers.checkpoints: naming, versions, atomic no-overwrite saves, sidecars, clear load errors."""
+"""helpers.models.checkpoints: naming, versions, atomic no-overwrite saves, sidecars, clear load errors."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import checkpoints, config
-from helpers.errors import CheckpointError
-from helpers.models import build_model
+from helpers.core import config
+from helpers.core.errors import CheckpointError
+from helpers.models import checkpoints
+from helpers.models.build import build_model
 
 SIZE = (64, 64)
 METADATA = {
@@ -233,10 +234,3 @@ def test_check_compatible():
         checkpoints.check_compatible(metadata, class_names=sorted(config.CLASS_NAMES, reverse=True))
     with pytest.raises(CheckpointError, match="size"):
         checkpoints.check_compatible(metadata, class_names=config.CLASS_NAMES, input_size=(224, 224))
-
-
-def test_git_commit(monkeypatch, tmp_path):
-    commit = checkpoints.git_commit()
-    assert commit is None or (len(commit) == 40 and all(c in "0123456789abcdef" for c in commit))
-    monkeypatch.setattr(config, "PROJECT_ROOT", tmp_path)
-    assert checkpoints.git_commit() is None

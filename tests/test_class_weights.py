@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from helpers.class_weights import class_weights
-from helpers.errors import DataError
+from helpers.core.errors import DataError
+from helpers.training.losses import class_weights
 
 
 def test_balanced_weights_match_hand_computation() -> None:

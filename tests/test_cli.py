@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import cli, config, runner
-from helpers.notebook_params import parse_literal
+from helpers.apps import cli
+from helpers.core import config
+from helpers.runs import runner
+from helpers.runs.params import parse_literal
 
 
 @pytest.mark.parametrize(
@@ -80,7 +82,7 @@ def test_unknown_parameter_is_a_clear_error(capsys):
 
 def test_help_is_fast_and_imports_nothing_heavy():
     code = (
-        "import sys, helpers.cli\n"
+        "import sys, helpers.apps.cli\n"
         "try:\n    helpers.cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
         "print(sorted(m for m in ('tensorflow', 'papermill', 'pandas') if m in sys.modules))"
     )
@@ -102,9 +104,9 @@ def test_every_subcommand_has_help(capsys):
 
 def test_download_passes_destination_and_server(monkeypatch, tmp_path, capsys):
     calls = []
-    fake = types.ModuleType("helpers.download")
+    fake = types.ModuleType("helpers.data.download")
     fake.download_ham10000 = lambda dest, **options: calls.append((dest, options)) or dest
-    monkeypatch.setitem(sys.modules, "helpers.download", fake)
+    monkeypatch.setitem(sys.modules, "helpers.data.download", fake)
     assert cli.main(["download", "--dest", str(tmp_path), "--server", "https://example.org"]) == 0
     assert cli.main(["download"]) == 0
     assert calls == [(tmp_path, {"server": "https://example.org"}), (config.DATA_DIR / "HAM10000", {})]

@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pytest
 
-from helpers.curves import plot_lr_comparison, plot_training_curves
+from helpers.plots.training import plot_lr_comparison, plot_training_curves
 
 HISTORY = {
     "epoch": [1, 2, 3, 4],

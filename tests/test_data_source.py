@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import config
-from helpers.data_source import NO_DATA_BANNER, DataSource, resolve_data_root
-from helpers.demo_data import METADATA_FILE, is_demo_dataset
-from helpers.errors import DataError
+from helpers.core import config
+from helpers.core.errors import DataError
+from helpers.data.demo import METADATA_FILE, is_demo_dataset
+from helpers.data.source import NO_DATA_BANNER, DataSource, resolve_data_root
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_auto_uses_data_dir_copy(no_real_data: None, tmp_path: Path) -> None:
 def test_auto_falls_back_to_demo_data_loudly(
     no_real_data: None, demo_dir: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="helpers.data_source"):
+    with caplog.at_level(logging.WARNING, logger="helpers.data.source"):
         source = resolve_data_root("auto")
     assert source.is_demo and source.root == demo_dir and is_demo_dataset(demo_dir)
     assert "SYNTHETIC" in source.description

@@ -1,4 +1,4 @@
-"""Tests for helpers.demo_app: a real server on 127.0.0.1 answers a real HAM10000 image through
+"""Tests for helpers.apps.demo: a real server on 127.0.0.1 answers a real HAM10000 image through
 gradio_client, rejects bad uploads with a clear message, and renders a page (headless Chromium screenshot)."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import gradio_client
 import numpy as np
 import pytest
 
-from helpers.checkpoints import save_checkpoint
-from helpers.cli import ERROR_EXIT_CODE, main
-from helpers.errors import CheckpointError
-from helpers.extras import MissingExtraError, import_extra
-from helpers.ham10000 import load_ham10000
-from helpers.models import build_model
-from helpers.thresholds import operating_point_path, save_operating_point
+from helpers.apps.cli import ERROR_EXIT_CODE, main
+from helpers.core.errors import CheckpointError
+from helpers.core.extras import MissingExtraError, import_extra
+from helpers.data.ham10000 import load_ham10000
+from helpers.evaluation.operating_point import operating_point_path, save_operating_point
+from helpers.models.build import build_model
+from helpers.models.checkpoints import save_checkpoint
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 
@@ -52,7 +52,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(checkpoint: Path):
     """The demo served on a free 127.0.0.1 port for the module; yields its URL."""
-    from helpers.demo_app import build_app, launch
+    from helpers.apps.demo import build_app, launch
 
     app = build_app(checkpoint)
     url = launch(app, _free_port(), block=False)
@@ -93,7 +93,7 @@ def test_real_image_gets_probabilities_decision_and_overlay(client, lesion_image
 
 
 def _image_shape(path: str) -> tuple[int, ...]:
-    from helpers.images import read_image_rgb
+    from helpers.data.images import read_image_rgb
 
     return read_image_rgb(path).shape
 
@@ -124,7 +124,7 @@ def test_corrupt_image_gets_a_clear_message_and_the_server_keeps_serving(
 
 
 def test_corrupt_checkpoint_fails_at_startup(tmp_path):
-    from helpers.demo_app import build_app
+    from helpers.apps.demo import build_app
 
     broken = tmp_path / "broken.h5"
     broken.write_bytes(b"not a model")
@@ -180,7 +180,7 @@ def test_page_screenshot_shows_a_rendered_page(server: str, tmp_path):
         timeout=120,
         check=False,
     )
-    from helpers.images import read_image_rgb
+    from helpers.data.images import read_image_rgb
 
     pixels = read_image_rgb(screenshot)
     assert pixels.shape == (1000, 1280, 3)

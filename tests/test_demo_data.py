@@ -17,9 +17,10 @@ from sklearn.model_selection import GroupShuffleSplit
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from helpers import demo_data
-from helpers.config import CLASS_NAMES
-from helpers.demo_data import (
+from helpers.core.config import CLASS_NAMES
+from helpers.core.errors import DataError
+from helpers.data import demo as demo_data
+from helpers.data.demo import (
     IMAGE_FOLDERS,
     MARKER_FILE,
     MASK_FOLDER,
@@ -28,8 +29,7 @@ from helpers.demo_data import (
     is_demo_dataset,
     make_demo_dataset,
 )
-from helpers.errors import DataError
-from helpers.ham10000 import load_ham10000
+from helpers.data.ham10000 import load_ham10000
 
 SMALL = {"lesions_per_class": 2, "images_per_lesion": (1, 2), "image_size": (60, 80)}
 

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 from builders import HAM_ROWS, noise_image
 
-from helpers import download
-from helpers.download import DOWNLOAD_CACHE, HAM10000_DOI, download_ham10000
-from helpers.errors import DownloadError
-from helpers.ham10000 import METADATA_COLUMNS, load_ham10000
+from helpers.core.errors import DownloadError
+from helpers.data import download
+from helpers.data.download import DOWNLOAD_CACHE, HAM10000_DOI, download_ham10000
+from helpers.data.ham10000 import METADATA_COLUMNS, load_ham10000
 
 METADATA_ROWS = [METADATA_COLUMNS, *HAM_ROWS]
 IMAGE_IDS = [row[1] for row in METADATA_ROWS[1:]]

@@ -9,13 +9,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+from builders import write_image_rgb
 from matplotlib.figure import Figure
 
-from helpers import config, eda
-from helpers.errors import DataError
-from helpers.images import write_image_rgb
-from helpers.plotting import has_title
-from helpers.splits import make_lesion_split
+from helpers.core import config
+from helpers.core.errors import DataError
+from helpers.data.splits import make_lesion_split
+from helpers.plots import eda
+from helpers.plots.style import has_title
 
 EDA_NOTEBOOK = config.NOTEBOOKS_DIR / "01-eda.ipynb"
 
@@ -138,7 +139,7 @@ def test_eda_notebook_source_is_clean():
 
 @pytest.mark.slow
 def test_eda_notebook_runs_on_demo_data(tmp_path, monkeypatch):
-    from helpers.runner import run_notebooks
+    from helpers.runs.runner import run_notebooks
 
     monkeypatch.setenv(
         "SKINLESION_ROOT", str(tmp_path)
@@ -158,7 +159,7 @@ def test_eda_notebook_runs_on_demo_data(tmp_path, monkeypatch):
 
 @pytest.mark.real_data
 def test_real_images_are_200_by_150(ham_root: Path):
-    from helpers.ham10000 import load_ham10000
+    from helpers.data.ham10000 import load_ham10000
 
     table = eda.image_size_table(load_ham10000(ham_root, verify_images=False), sample=50)
     assert table.to_dict("records") == [{"height": 150, "width": 200, "images": 50}]

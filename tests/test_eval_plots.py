@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 from builders import write_noise_image
 
-from helpers import config, eval_plots
-from helpers.metrics import malignant_labels
-from helpers.plotting import has_title
+from helpers.core import config
+from helpers.evaluation.metrics import malignant_labels
+from helpers.plots import evaluation as eval_plots
+from helpers.plots.style import has_title
 
 RNG = np.random.default_rng(0)
 LABELS = np.tile(np.arange(7), 6)

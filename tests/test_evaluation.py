@@ -15,26 +15,19 @@ from builders import (
     write_noise_image,
 )
 
-from helpers import config
-from helpers.checkpoints import save_checkpoint
-from helpers.errors import CheckpointError, DataError
-from helpers.evaluation import (
-    checkpoint_partitions,
-    evaluate_checkpoint,
-    evaluation_frame,
-    load_for_evaluation,
-    partition,
-    prediction_table,
-)
-from helpers.ham10000 import load_ham10000
-from helpers.inference import predict_probabilities
-from helpers.isic2018 import DX_COLUMNS
-from helpers.metrics import malignant_probability
-from helpers.models import build_model
-from helpers.pipeline import load_image_array
-from helpers.predict import predict_images
-from helpers.splits import make_lesion_split, save_split
-from helpers.thresholds import load_operating_point, operating_point_path
+from helpers.core import config
+from helpers.core.errors import CheckpointError, DataError
+from helpers.data.ham10000 import load_ham10000
+from helpers.data.isic2018 import DX_COLUMNS
+from helpers.data.pipeline import load_image_array
+from helpers.data.splits import make_lesion_split, save_split
+from helpers.evaluation.evaluate import evaluate_checkpoint, load_for_evaluation, prediction_table
+from helpers.evaluation.inference import predict_images, predict_probabilities
+from helpers.evaluation.metrics import malignant_probability
+from helpers.evaluation.operating_point import load_operating_point, operating_point_path
+from helpers.evaluation.sets import checkpoint_partitions, evaluation_set, partition
+from helpers.models.build import build_model
+from helpers.models.checkpoints import save_checkpoint
 
 IMAGE_SIZE = (48, 64)
 MODEL_SIZE = (32, 40)
@@ -66,7 +59,7 @@ def multiclass_ckpt(tiny) -> Path:
 
 def test_internal_evaluation_end_to_end(tiny, multiclass_ckpt):
     [(model, metadata)] = load_for_evaluation([multiclass_ckpt])
-    chosen = evaluation_frame("internal", metadata=metadata, data_root=tiny["root"])
+    chosen = evaluation_set("internal", metadata=metadata, data_root=tiny["root"])
     split = tiny["split"]
     assert set(chosen.test["image_id"]) == set(split.loc[split["partition"] == "test", "image_id"])
     assert set(chosen.val["image_id"]) == set(split.loc[split["partition"] == "val", "image_id"])
@@ -100,7 +93,7 @@ def test_predict_agrees_with_evaluation_through_the_saved_operating_point(tiny):
     sidecar["split_file"] = str(tiny["split_file"])
     save_checkpoint(flip_sensitive_model(IMAGE_SIZE), path, sidecar)
     [(model, metadata)] = load_for_evaluation([path])
-    chosen = evaluation_frame("internal", metadata=metadata, data_root=tiny["root"])
+    chosen = evaluation_set("internal", metadata=metadata, data_root=tiny["root"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # an untrained model: the temperature may sit at a search bound
         result = evaluate_checkpoint(model, metadata, chosen, n_bootstrap=5)
@@ -117,7 +110,7 @@ def test_predict_agrees_with_evaluation_through_the_saved_operating_point(tiny):
 def test_binary_checkpoint_reads_p_malignant_from_its_sigmoid(tiny):
     path = _checkpoint(tiny["folder"], "binary", task="binary", split_file=tiny["split_file"])
     [(model, metadata)] = load_for_evaluation([path])
-    chosen = evaluation_frame("internal", metadata=metadata, data_root=tiny["root"])
+    chosen = evaluation_set("internal", metadata=metadata, data_root=tiny["root"])
     probs = predict_probabilities(model, chosen.test, input_size=MODEL_SIZE, progress=False)
     sigmoid = model.predict(
         load_image_array(chosen.test["image_path"], MODEL_SIZE, progress=False), verbose=0
@@ -135,7 +128,7 @@ def test_class_set_or_task_mismatch_is_a_clear_error(tiny, multiclass_ckpt):
     with pytest.raises(CheckpointError, match="classes"):
         load_for_evaluation([path])
     with pytest.raises(CheckpointError, match="classes"):
-        evaluation_frame("internal", metadata={**five, "checkpoint": str(path)}, data_root=tiny["root"])
+        evaluation_set("internal", metadata={**five, "checkpoint": str(path)}, data_root=tiny["root"])
     binary = _checkpoint(tiny["folder"], "binary_mix", task="binary")
     with pytest.raises(CheckpointError, match="one task"):
         load_for_evaluation([multiclass_ckpt, binary])
@@ -145,7 +138,7 @@ def test_internal_set_needs_the_split_file(tiny):
     path = _checkpoint(tiny["folder"], "no_split")
     [(_, metadata)] = load_for_evaluation([path])
     with pytest.raises(CheckpointError, match="split_file"):
-        evaluation_frame("internal", metadata=metadata, data_root=tiny["root"])
+        evaluation_set("internal", metadata=metadata, data_root=tiny["root"])
 
 
 def test_checkpoint_partitions_follow_the_recorded_split(tiny):
@@ -170,7 +163,7 @@ def isic_dir(tmp_path: Path) -> Path:
 
 def test_isic2018_layout_is_evaluated_with_the_internal_validation_set(tiny, multiclass_ckpt, isic_dir):
     [(model, metadata)] = load_for_evaluation([multiclass_ckpt])
-    chosen = evaluation_frame("isic2018", metadata=metadata, data_root=tiny["root"], path=isic_dir)
+    chosen = evaluation_set("isic2018", metadata=metadata, data_root=tiny["root"], path=isic_dir)
     assert chosen.test["dx"].tolist() == [*DX_COLUMNS.values(), "mel"]
     assert len(chosen.val) == (tiny["split"]["partition"] == "val").sum()
     with warnings.catch_warnings():
@@ -185,7 +178,7 @@ def test_folder_set_is_scored_malignant_vs_benign(tiny, multiclass_ckpt, tmp_pat
             write_noise_image(tmp_path / "set" / name / f"{index}.jpg", index, (50, 50))
     [(model, metadata)] = load_for_evaluation([multiclass_ckpt])
     with pytest.warns(UserWarning, match="Cannot check this folder set"):
-        chosen = evaluation_frame("folder", metadata=metadata, data_root=tiny["root"], path=tmp_path / "set")
+        chosen = evaluation_set("folder", metadata=metadata, data_root=tiny["root"], path=tmp_path / "set")
     result = evaluate_checkpoint(model, metadata, chosen, n_bootstrap=10, save=False)
     assert result["multiclass"] is None and 0 <= result["summary"]["roc_auc"][0] <= 1
     assert set(prediction_table(result)["true"]) == {"benign", "malignant"}
@@ -197,7 +190,7 @@ def test_real_folder_set_drops_lesions_the_model_trained_or_validated_on(ham_roo
     split_file = save_split(split, tmp_path / "split.csv")
     metadata = {"task": "multiclass", "class_names": list(config.CLASS_NAMES), "input_size": [150, 200]}
     metadata.update(split_file=str(split_file), checkpoint="real.h5")
-    chosen = evaluation_frame("folder", metadata=metadata, data_root=ham_root, path=binary_root)
+    chosen = evaluation_set("folder", metadata=metadata, data_root=ham_root, path=binary_root)
     seen = set(split.loc[split["partition"] != "test", "lesion_id"])
     assert not set(chosen.test["ham_lesion_id"].dropna()) & seen
     assert set(chosen.test["ham_lesion_id"].dropna()) <= set(

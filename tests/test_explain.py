@@ -13,15 +13,16 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from helpers import config, explain  # noqa: E402
-from helpers.demo_data import make_demo_dataset  # noqa: E402
-from helpers.errors import DataError  # noqa: E402
-from helpers.gradcam import ExplainError  # noqa: E402
-from helpers.ham10000 import load_ham10000  # noqa: E402
-from helpers.images import read_image_rgb  # noqa: E402
-from helpers.localization import load_mask  # noqa: E402
-from helpers.models import build_model  # noqa: E402
-from helpers.plotting import has_title  # noqa: E402
+from helpers.core import config
+from helpers.core.errors import DataError  # noqa: E402
+from helpers.data.demo import make_demo_dataset  # noqa: E402
+from helpers.data.ham10000 import load_ham10000  # noqa: E402
+from helpers.data.images import read_image_rgb  # noqa: E402
+from helpers.explain import examples as explain
+from helpers.explain.heatmaps import ExplainError  # noqa: E402
+from helpers.explain.localization import load_mask  # noqa: E402
+from helpers.models.build import build_model  # noqa: E402
+from helpers.plots.style import has_title  # noqa: E402
 
 SUMMARY_COLUMNS = [
     "n",

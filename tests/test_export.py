@@ -1,4 +1,4 @@
-"""Tests for helpers.export: every format, run by its own runtime on real HAM10000 images, gives the Keras
+"""helpers.apps.export: every format, run by its own runtime on real HAM10000 images, gives the Keras
 model's probabilities (within a bound per precision); clear errors for bad requests and broken checkpoints.
 
 Converting MobileNetV2 takes seconds per export, so each format is exported once per module and shared.
@@ -15,11 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import config
-from helpers.checkpoints import load_checkpoint, save_checkpoint
-from helpers.cli import ERROR_EXIT_CODE, main
-from helpers.errors import CheckpointError
-from helpers.export import (
+from helpers.apps.cli import ERROR_EXIT_CODE, main
+from helpers.apps.export import (
     ExportError,
     balanced_accuracy_change,
     check_parity,
@@ -27,9 +24,12 @@ from helpers.export import (
     export_model,
     sample_images,
 )
-from helpers.ham10000 import load_ham10000
-from helpers.models import build_model
-from helpers.splits import make_lesion_split, save_split
+from helpers.core import config
+from helpers.core.errors import CheckpointError
+from helpers.data.ham10000 import load_ham10000
+from helpers.data.splits import make_lesion_split, save_split
+from helpers.models.build import build_model
+from helpers.models.checkpoints import load_checkpoint, save_checkpoint
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 

@@ -9,16 +9,17 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from helpers import feature_cache
-from helpers.checkpoints import load_checkpoint, read_metadata
-from helpers.demo_data import make_demo_dataset
-from helpers.errors import DataError
-from helpers.feature_cache import cached_features, feature_cache_key, features_dataset
-from helpers.ham10000 import load_ham10000
-from helpers.models import build_model, feature_extractor, head_model
-from helpers.pipeline import load_image_array
-from helpers.splits import make_lesion_split, save_split
-from helpers.training import TrainConfig, train, train_sweep
+from helpers.core.errors import DataError
+from helpers.data.demo import make_demo_dataset
+from helpers.data.ham10000 import load_ham10000
+from helpers.data.pipeline import load_image_array
+from helpers.data.splits import make_lesion_split, save_split
+from helpers.models.build import build_model, feature_extractor, head_model
+from helpers.models.checkpoints import load_checkpoint, read_metadata
+from helpers.training import feature_cache
+from helpers.training.feature_cache import cached_features, feature_cache_key, features_dataset
+from helpers.training.run import train
+from helpers.training.settings import TrainConfig
 
 SIZE = (64, 64)
 
@@ -108,7 +109,7 @@ def test_lr_sweep_embeds_once_and_equals_training_from_images(frame, tmp_path, m
         runs_dir=str(tmp_path / "runs"),
         cache_dir=str(tmp_path / "cache"),
     )
-    results = train_sweep(config, frame, [1e-3, 1e-2])
+    results = {lr: train(config.for_learning_rate(lr), frame) for lr in (1e-3, 1e-2)}
     assert len(calls) == 2  # train + val embeddings, once for the whole sweep
     assert [(r.run_name, r.version) for r in results.values()] == [
         ("mobilenetv2_multiclass_lr0.001", 1),

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from builders import write_noise_image
 
-from helpers.errors import DataError
-from helpers.folder_dataset import CROSSREF_FILE, drop_ham10000_overlap, load_folder_dataset
-from helpers.ham10000 import load_ham10000
-from helpers.validation import FRAME_COLUMNS, skip_report
+from helpers.core.errors import DataError
+from helpers.data.folders import CROSSREF_FILE, drop_ham10000_overlap, load_folder_dataset
+from helpers.data.ham10000 import load_ham10000
+from helpers.data.validation import FRAME_COLUMNS, skip_report
 
 
 @pytest.mark.real_data

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -12,7 +11,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from helpers import gradcam as gc  # noqa: E402
+from helpers.explain import heatmaps as gc  # noqa: E402
+from helpers.models.build import build_model  # noqa: E402
 
 HEIGHT, WIDTH = 32, 48
 
@@ -192,16 +192,15 @@ def test_reloaded_h5_model_gives_the_same_map(mobilenet_models, photo, tmp_path)
 
 
 def test_build_model_saved_and_reloaded(tmp_path) -> None:
-    models = pytest.importorskip("helpers.models", reason="helpers.models not written yet")
-    model = models.build_model("mobilenetv2", input_size=(96, 128), weights=None)
+    model = build_model("mobilenetv2", input_size=(96, 128), weights=None)
     model.save(tmp_path / "built.h5")
     reloaded = keras.models.load_model(tmp_path / "built.h5", compile=False)
     image = np.random.default_rng(1).uniform(0, 255, (150, 200, 3)).astype(np.float32)
-    assert gc.find_last_conv_layer(reloaded) == models.last_conv_layer_name(model)
+    assert gc.find_last_conv_layer(reloaded) == "out_relu"
     heatmap, class_index, probabilities = gc.gradcam(reloaded, image)
     assert heatmap.shape == (150, 200) and 0 <= heatmap.min() and heatmap.max() == pytest.approx(1.0)
     assert probabilities.shape == (7,) and probabilities.sum() == pytest.approx(1.0) and 0 <= class_index < 7
-    binary = models.build_model("simple_cnn", task="binary", input_size=(64, 64), weights=None)
+    binary = build_model("simple_cnn", task="binary", input_size=(64, 64), weights=None)
     malignant_map, _, probability = gc.gradcam(binary, image, class_index=1)
     assert malignant_map.shape == (150, 200) and probability.shape == (1,)
 
@@ -273,16 +272,3 @@ def test_overlay_blends_and_keeps_the_image_size() -> None:
     assert np.array_equal(gc.overlay(image, heatmap, alpha=0.0), image)
     blended = gc.overlay(image, heatmap[::2, ::2], alpha=0.5)
     assert blended.dtype == np.uint8 and blended.shape == image.shape and not np.array_equal(blended, image)
-
-
-def test_plot_explanations_is_titled_with_colour_bars() -> None:
-    images = [colour_image(), colour_image()]
-    heatmaps = [np.eye(HEIGHT, WIDTH), np.ones((HEIGHT, WIDTH))]
-    masks = [np.zeros((HEIGHT, WIDTH), bool), np.eye(HEIGHT, WIDTH, dtype=bool)]
-    figure = gc.plot_explanations(images, heatmaps, ["mel (p=0.9)", "nv (p=0.8)"], masks=masks)
-    assert figure._suptitle.get_text().startswith("Grad-CAM")
-    assert len(figure.axes) == 6  # 2 rows x (original, overlay, colour bar)
-    assert "mel (p=0.9)" in figure.axes[0].get_title()
-    figure.savefig(io.BytesIO(), format="svg")
-    with pytest.raises(gc.ExplainError, match="as many"):
-        gc.plot_explanations(images, heatmaps[:1], ["a", "b"])

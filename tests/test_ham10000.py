@@ -10,13 +10,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from builders import HAM_ROWS, noise_image
+from builders import HAM_ROWS, noise_image, write_image_rgb
 
-from helpers.config import CLASS_NAMES
-from helpers.errors import DataError
-from helpers.ham10000 import MASK_FOLDER, METADATA_FILE, load_duplicate_pairs, load_ham10000
-from helpers.images import write_image_rgb
-from helpers.validation import FRAME_COLUMNS, SkipReport, skip_report
+from helpers.core.config import CLASS_NAMES
+from helpers.core.errors import DataError
+from helpers.data.ham10000 import MASK_FOLDER, METADATA_FILE, load_duplicate_pairs, load_ham10000
+from helpers.data.validation import FRAME_COLUMNS, SkipReport, skip_report
 
 REAL_COUNTS = {"nv": 6705, "mel": 1113, "bkl": 1099, "bcc": 514, "akiec": 327, "vasc": 142, "df": 115}
 HEADER = "lesion_id,image_id,dx,dx_type,age,sex,localization"

@@ -7,17 +7,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from builders import write_image_rgb
 from PIL import Image
 
-from helpers.errors import DataError
-from helpers.images import (
+from helpers.core.errors import DataError
+from helpers.data.images import (
     MISSING_FILE,
     check_image,
     image_problem,
     image_size,
     locate_images,
     read_image_rgb,
-    write_image_rgb,
 )
 
 RED = (200, 30, 10)

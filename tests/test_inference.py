@@ -9,16 +9,16 @@ import pandas as pd
 import pytest
 from builders import flip_sensitive_model, write_noise_image
 
-from helpers.errors import DataError
-from helpers.inference import (
+from helpers.core.errors import DataError
+from helpers.data.pipeline import load_image_array
+from helpers.evaluation.inference import (
     class_probabilities,
     model_input_size,
     predict_batch,
     predict_probabilities,
     read_for_model,
 )
-from helpers.models import build_model
-from helpers.pipeline import load_image_array
+from helpers.models.build import build_model
 
 IMAGE_SIZE = (48, 64)
 

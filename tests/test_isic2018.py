@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from builders import ISIC_HEADER, isic_truth_row, write_isic2018_test_set, write_isic_truth
 
-from helpers.errors import DataError
-from helpers.isic2018 import DX_COLUMNS, GROUND_TRUTH_FILE, load_isic2018_test
-from helpers.validation import FRAME_COLUMNS, skip_report
+from helpers.core.errors import DataError
+from helpers.data.isic2018 import DX_COLUMNS, GROUND_TRUTH_FILE, load_isic2018_test
+from helpers.data.validation import FRAME_COLUMNS, skip_report
 
 
 @pytest.fixture

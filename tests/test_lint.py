@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from helpers import config
+from helpers.core import config
 
 
 def test_ruff_check_passes() -> None:

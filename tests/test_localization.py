@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import localization as loc
-from helpers.errors import DataError
+from helpers.core.errors import DataError
+from helpers.explain import localization as loc
 
 MASKS_FOLDER = "HAM10000_segmentations_lesion_tschandl"
 

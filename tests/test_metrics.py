@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from helpers.config import BINARY_CLASS_NAMES, CLASS_NAMES
-from helpers.metrics import (
+from helpers.core.config import BINARY_CLASS_NAMES, CLASS_NAMES
+from helpers.evaluation.metrics import (
     ConfidenceInterval,
     balanced_accuracy,
     binary_metrics,

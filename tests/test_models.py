@@ -1,4 +1,4 @@
-"""Tests for helpers.models: every architecture builds flat, preprocesses inside, exposes its named parts."""
+"""helpers.models.build: every architecture builds flat, preprocesses inside, exposes its named parts."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import models
-from helpers.errors import CheckpointError, DownloadError
+from helpers.core.errors import CheckpointError, DownloadError
+from helpers.models import build as models
 
 HEAVY = {"resnet50", "densenet121", "vgg16", "inceptionv3"}
 SIZES = {"inceptionv3": (75, 75)}
@@ -42,7 +42,7 @@ def test_every_architecture_builds_flat_with_named_parts(arch, task):
     assert all(isinstance(op, keras.layers.Layer) for op in model.operations)
     assert isinstance(model.get_layer("features"), keras.layers.GlobalAveragePooling2D)
     assert model.get_layer("logits").units == (5 if task == "multiclass" else 1)
-    assert len(model.get_layer(models.last_conv_layer_name(model)).output.shape) == 4
+    assert len(models.backbone_layers(model)[-2].output.shape) == 4  # a spatial map before pooling
 
 
 def test_head_layers_and_names():
@@ -51,10 +51,9 @@ def test_head_layers_and_names():
     assert head_names == ["head_batch_norm", "head_dense", "head_dropout", "logits", "probabilities"]
     assert model.get_layer("head_dense").units == 256
     assert models.backbone_layers(model)[-1].name == "features"
-    assert models.last_conv_layer_name(model) == "block4_relu"
     plain = models.build_model("mobilenetv2", weights=None, input_size=(64, 64), dropout=0.0, dense_units=0)
     assert [layer.name for layer in models.head_layers(plain)] == ["logits", "probabilities"]
-    assert models.last_conv_layer_name(plain) == "out_relu"
+    assert models.backbone_layers(plain)[-2].name == "out_relu"
 
 
 @pytest.mark.parametrize(

@@ -1,23 +1,17 @@
-"""Notebook 03 (learning-rate sweep): a clean source, and a demo-data sweep that saves one checkpoint and one
-curve figure per learning rate, a comparison figure, and one Tracking.md row per run."""
+"""Notebook 03 (learning-rate sweep): the learning-rate list, and a demo-data sweep that saves one checkpoint
+and one curve figure per learning rate, a comparison figure, and one Tracking row per run."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from test_notebook_02 import DATA_PARAMETERS, TRAINING_PARAMETERS, check_clean_source
 
-from helpers import config
-from helpers.errors import SkinLesionError
-from helpers.train_notebook import learning_rates
+from helpers.core import config
+from helpers.core.errors import SkinLesionError
+from helpers.training.settings import learning_rates
 
 NOTEBOOK = config.NOTEBOOKS_DIR / "03-lr-sweep.ipynb"
-SWEEP_PARAMETERS = tuple(name for name in TRAINING_PARAMETERS if name != "lr") + ("lrs",)
-
-
-def test_notebook_source_is_clean():
-    check_clean_source(NOTEBOOK, DATA_PARAMETERS + SWEEP_PARAMETERS)
 
 
 def test_learning_rates_accept_numbers_written_as_text():
@@ -32,7 +26,7 @@ def test_learning_rates_reject_what_cannot_be_swept(lrs):
 
 @pytest.mark.slow
 def test_notebook_sweeps_on_demo_data(tmp_path, monkeypatch):
-    from helpers.runner import run_notebooks
+    from helpers.runs.runner import run_notebooks
 
     monkeypatch.setenv("SKINLESION_ROOT", str(tmp_path))  # the kernel writes models/, figures/, data/ here
     source_before = NOTEBOOK.read_bytes()
@@ -48,11 +42,13 @@ def test_notebook_sweeps_on_demo_data(tmp_path, monkeypatch):
         f"{base}_lr0.001_curves.svg",
         f"{base}_lr0.003_curves.svg",
         f"{base}_lr_comparison.svg",
+        f"{base}_training_images.svg",
     ]
     checkpoints = sorted((tmp_path / "models" / "demo").glob("*.h5"))
     run_names = {json.loads(p.with_suffix(".json").read_text())["run_name"] for p in checkpoints}
     assert run_names == {f"{base}_lr0.001", f"{base}_lr0.003"}
-    rows = [line for line in (tmp_path / "Tracking.md").read_text().splitlines() if "| 03-lr-sweep |" in line]
+    tracking = tmp_path / "runs" / "Tracking-synthetic.md"
+    rows = [line for line in tracking.read_text().splitlines() if "| 03-lr-sweep |" in line]
     assert len(rows) == 2 and all("SYNTHETIC" in row for row in rows)
     assert sum("best_lr=True" in row for row in rows) == 1
     assert "best learning rate:" in (run_dir / "03-lr-sweep.ipynb").read_text(encoding="utf-8")

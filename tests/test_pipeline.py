@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import pipeline
-from helpers.config import CLASS_NAMES, MALIGNANT_INDICES
-from helpers.errors import DataError
-from helpers.ham10000 import load_ham10000
+from helpers.core.config import CLASS_NAMES, MALIGNANT_INDICES
+from helpers.core.errors import DataError
+from helpers.data import pipeline
+from helpers.data.ham10000 import load_ham10000
 
 SIZE = (30, 40)
 

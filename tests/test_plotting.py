@@ -5,7 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pytest
 
-from helpers import plotting
+from helpers.plots import style as plotting
 
 
 def _titled_figure(title: str = "A title"):

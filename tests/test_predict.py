@@ -10,15 +10,16 @@ import pandas as pd
 import pytest
 from builders import save_operating_point_beside, save_untrained_checkpoint, write_noise_image
 
-from helpers import cli, config
-from helpers.calibration import calibrate
-from helpers.checkpoints import load_checkpoint
-from helpers.errors import CheckpointError, DataError
-from helpers.inference import predict_batch
-from helpers.metrics import malignant_probability
-from helpers.pipeline import load_image_array
-from helpers.predict import image_paths, predict_command, predict_images, probability_column
-from helpers.thresholds import operating_point_path
+from helpers.apps import cli
+from helpers.apps.predict import image_paths, predict_command
+from helpers.core import config
+from helpers.core.errors import CheckpointError, DataError
+from helpers.data.pipeline import load_image_array
+from helpers.evaluation.calibration import calibrate
+from helpers.evaluation.inference import predict_batch, predict_images, probability_column
+from helpers.evaluation.metrics import malignant_probability
+from helpers.evaluation.operating_point import operating_point_path
+from helpers.models.checkpoints import load_checkpoint
 
 SIZE = (32, 40)
 GOOD = ("a.jpg", "b.png", "sub/c.jpg")

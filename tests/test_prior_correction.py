@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from helpers.calibration import calibrate
-from helpers.metrics import balanced_accuracy
-from helpers.prior_correction import (
+from helpers.evaluation.calibration import calibrate
+from helpers.evaluation.metrics import balanced_accuracy
+from helpers.evaluation.operating_point import (
     DEFAULT_STRENGTHS,
     apply_class_bias,
     class_frequencies,

@@ -11,9 +11,11 @@ import pytest
 import yaml
 from nbformat.v4 import new_code_cell, new_notebook
 
-from helpers import config, notebook_params, runner
-from helpers.notebook_params import ConfigError, RunConfig, load_run_config, plan_parameters
-from helpers.runner import NotebookRunError, run_notebooks, select_notebooks
+from helpers.core import config
+from helpers.runs import params as notebook_params
+from helpers.runs import runner
+from helpers.runs.params import ConfigError, RunConfig, load_run_config, plan_parameters
+from helpers.runs.runner import NotebookRunError, run_notebooks, select_notebooks
 
 RECORD_CELL = (
     "import json, os, sys\n"

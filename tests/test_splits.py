@@ -7,10 +7,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import config, splits
-from helpers.config import CLASS_NAMES
-from helpers.errors import DataError
-from helpers.ham10000 import load_duplicate_pairs, load_ham10000
+from helpers.core import config
+from helpers.core.config import CLASS_NAMES
+from helpers.core.errors import DataError
+from helpers.data import splits
+from helpers.data.ham10000 import load_duplicate_pairs, load_ham10000
 
 TOLERANCE_PP = 2.0
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers.errors import CheckpointError
-from helpers.thresholds import (
+from helpers.core.errors import CheckpointError
+from helpers.evaluation.operating_point import (
     DEFAULT_THRESHOLD,
     load_operating_point,
     operating_point_path,

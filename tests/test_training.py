@@ -13,22 +13,17 @@ import pytest
 import tensorflow as tf
 from sklearn.metrics import balanced_accuracy_score
 
-from helpers import training
-from helpers.checkpoints import load_checkpoint, read_metadata
-from helpers.class_weights import class_weights
-from helpers.demo_data import make_demo_dataset
-from helpers.errors import DataError, SkinLesionError
-from helpers.ham10000 import load_ham10000
-from helpers.models import backbone_layers
-from helpers.pipeline import load_image_array
-from helpers.reproducibility import set_seed
-from helpers.splits import make_lesion_split
-from helpers.training import (
-    SmoothedSparseCategoricalCrossentropy,
-    TrainConfig,
-    train,
-    training_frames,
-)
+from helpers.core.errors import DataError, SkinLesionError
+from helpers.data.demo import make_demo_dataset
+from helpers.data.ham10000 import load_ham10000
+from helpers.data.pipeline import load_image_array
+from helpers.data.splits import make_lesion_split
+from helpers.models.build import backbone_layers
+from helpers.models.checkpoints import load_checkpoint, read_metadata
+from helpers.training import run as training
+from helpers.training.losses import SmoothedSparseCategoricalCrossentropy, class_weights
+from helpers.training.run import set_seed, train, training_frames
+from helpers.training.settings import TrainConfig
 
 SIZE = (64, 64)
 pytestmark = pytest.mark.slow

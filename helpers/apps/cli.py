@@ -1,0 +1,199 @@
+"""The ``skinlesion`` command: one small handler per subcommand, registered in :data:`SUBCOMMANDS`.
+
+To add a subcommand, write ``_configure_x(parser)`` and ``_x(args) -> int`` (or put them in their own module)
+and append a :class:`Subcommand` to the table. Heavy modules (TensorFlow, papermill, pandas) are imported
+inside the handlers so that ``skinlesion --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from helpers.core import config
+from helpers.core.errors import SkinLesionError
+
+ERROR_EXIT_CODE = 2
+"""Exit status for an expected, explained failure (a :class:`SkinLesionError`), like argparse usage errors."""
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """A subcommand: its name, one-line help, how it adds its arguments, and its handler."""
+
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    handler: Callable[[argparse.Namespace], int]
+
+
+def _configure_run(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "notebooks", nargs="*", metavar="NOTEBOOK", help="e.g. 01, 01-eda or a path (default: all)"
+    )
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="override a notebook parameter; VALUE is a YAML literal: 3, 0.5, true, '[0.001, 0.01]'",
+    )
+    parser.add_argument(
+        "-f",
+        "--config",
+        type=Path,
+        default=None,
+        metavar="CONFIG.yaml",
+        help="run configuration (default: configs/ham10000.yaml with real data, else configs/demo.yaml)",
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from helpers.runs.params import parse_literal
+    from helpers.runs.runner import run_notebooks
+
+    overrides = {name: parse_literal(value) for name, value in args.parameter}
+    run_dir = run_notebooks(args.notebooks, config_file=args.config, overrides=overrides)
+    print(f"Executed notebooks are in {run_dir}")
+    return 0
+
+
+def _configure_download(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dest", type=Path, default=config.DATA_DIR / "HAM10000", help="target folder")
+    parser.add_argument("--server", default=None, metavar="URL", help="Dataverse server (default: Harvard)")
+
+
+def _download(args: argparse.Namespace) -> int:
+    from helpers.data.download import download_ham10000
+
+    options = {"server": args.server} if args.server else {}
+    print(f"HAM10000 is ready in {download_ham10000(args.dest, **options)}")
+    return 0
+
+
+def _configure_demo_data(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dest", type=Path, default=config.DEMO_DIR, help="target folder")
+
+
+def _demo_data(args: argparse.Namespace) -> int:
+    from helpers.data.demo import make_demo_dataset
+
+    print(f"SYNTHETIC demo dataset ready in {make_demo_dataset(args.dest)}")
+    return 0
+
+
+def _configure_split(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-root", default="auto", help="'auto' (real data, else demo), 'demo', or a folder"
+    )
+    parser.add_argument(
+        "--name", default=None, help="split name (default: lesion_seed<SEED>; demo_ is prefixed on demo data)"
+    )
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--val-fraction", type=float, default=0.15)
+    parser.add_argument("--test-fraction", type=float, default=0.15)
+
+
+def _split(args: argparse.Namespace) -> int:
+    from helpers.data.ham10000 import load_duplicate_pairs
+    from helpers.data.source import resolve_data_root, split_dataset
+    from helpers.data.splits import check_no_lesion_leak, split_summary
+
+    source = resolve_data_root(args.data_root)
+    split, split_file = split_dataset(
+        source,
+        args.name or f"lesion_seed{args.seed}",
+        seed=args.seed,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+    )
+    pairs = load_duplicate_pairs(source.root)
+    check_no_lesion_leak(split, pairs)
+    print(f"{source.description}\nSplit {split_file} ({len(pairs)} duplicate pairs kept together):")
+    print(split_summary(split).to_string())
+    return 0
+
+
+def _configure_predict(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="image files to classify")
+    parser.add_argument("--image-dir", type=Path, metavar="DIR", help="classify every image file under DIR")
+    parser.add_argument("--model", type=Path, required=True, metavar="CKPT.h5", help="checkpoint to use")
+    parser.add_argument("--output", type=Path, default=Path("predictions.csv"), help="CSV to write")
+    parser.add_argument("--batch-size", type=int, default=32)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from helpers.apps.predict import predict_command
+
+    return predict_command(args)
+
+
+def _configure_export(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, metavar="CKPT.h5", help="checkpoint (default: best in models/)")
+    parser.add_argument(
+        "--format", default="savedmodel", help="savedmodel (TF Serving, default), keras, onnx, tflite"
+    )
+    parser.add_argument("--quantize", default=None, help="TFLite only: float16 or int8 (full integer)")
+    parser.add_argument("--out", type=Path, default=None, metavar="DIR", help="default: exported/ beside it")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from helpers.apps.export import export_command
+
+    return export_command(args)
+
+
+def _configure_demo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, metavar="CKPT.h5", help="checkpoint (default: best in models/)")
+    parser.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1 (default: 7860)")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from helpers.apps.demo import demo_command
+
+    return demo_command(args)
+
+
+SUBCOMMANDS: list[Subcommand] = [
+    Subcommand("run", "execute notebooks with papermill into runs/", _configure_run, _run),
+    Subcommand("download", "download HAM10000 from Harvard Dataverse", _configure_download, _download),
+    Subcommand("demo-data", "generate the small SYNTHETIC demo dataset", _configure_demo_data, _demo_data),
+    Subcommand(
+        "split", "create (once) and show the lesion-level train/val/test split", _configure_split, _split
+    ),
+    Subcommand("predict", "classify images with a checkpoint and write a CSV", _configure_predict, _predict),
+    Subcommand("export", "export a checkpoint for deployment and check parity", _configure_export, _export),
+    Subcommand("demo", "serve a local Gradio demo of a checkpoint (research only)", _configure_demo, _demo),
+]
+
+
+def build_parser(subcommands: Sequence[Subcommand] = SUBCOMMANDS) -> argparse.ArgumentParser:
+    """The argument parser with one sub-parser per registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="skinlesion", description="Skin-lesion classification research tools."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for subcommand in subcommands:
+        sub = commands.add_parser(subcommand.name, help=subcommand.help, description=subcommand.help)
+        subcommand.configure(sub)
+        sub.set_defaults(handler=subcommand.handler)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the subcommand; a SkinLesionError prints its message (no traceback), exit 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except SkinLesionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return ERROR_EXIT_CODE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Evaluation: running a checkpoint on images (``inference``), the metrics and their bootstrap intervals
+(``metrics``), calibration and the validation-fitted operating point (``calibration``,
+``operating_point``), the sets a checkpoint is tested on (``sets``), and the one scoring path that
+notebook 04, ``skinlesion predict`` and the benchmarks share (``evaluate``). Imports ``core``, ``data``
+and ``models``."""
+
+from helpers.evaluation.evaluate import (
+    describe_checkpoints,
+    evaluate_checkpoint,
+    load_for_evaluation,
+    per_class_table,
+    prediction_table,
+)
+from helpers.evaluation.inference import predict_images, predict_probabilities
+from helpers.evaluation.metrics import compare_table
+from helpers.evaluation.sets import (
+    EvaluationSet,
+    checkpoint_partitions,
+    diagnosis_labels,
+    evaluation_set,
+    partition,
+)
+
+__all__ = [
+    "EvaluationSet",
+    "checkpoint_partitions",
+    "compare_table",
+    "describe_checkpoints",
+    "diagnosis_labels",
+    "evaluate_checkpoint",
+    "evaluation_set",
+    "load_for_evaluation",
+    "partition",
+    "per_class_table",
+    "predict_images",
+    "predict_probabilities",
+    "prediction_table",
+]

@@ -1,0 +1,251 @@
+"""The post-hoc operating point of a checkpoint, fitted on validation data only and saved beside it.
+
+Three steps, fitted in this order on the validation partition and applied unchanged to every later
+prediction (test set, ``skinlesion predict``, the demo): a temperature that calibrates the probabilities
+(:mod:`helpers.evaluation.calibration`); a prior correction that adds ``-s * log(class frequency)`` to each
+class's log-probability, one strength ``s`` chosen for balanced accuracy (class-weighted training still
+under-predicts df, vasc and akiec; one parameter instead of seven free biases does not over-fit ~1,500
+validation images); and the P(malignant) threshold reaching a target sensitivity, so that test sensitivity
+is an honest estimate. Stored as JSON (``<checkpoint stem>.operating_point.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.special import softmax
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import roc_curve
+
+from helpers.core.atomic import atomic_write_text
+from helpers.core.errors import CheckpointError
+from helpers.evaluation.calibration import (
+    calibrate,
+    expected_calibration_error,
+    fit_temperature,
+    logits_from_probs,
+)
+from helpers.evaluation.metrics import balanced_accuracy, check_labels, check_scores, malignant_probability
+
+DEFAULT_THRESHOLD: float = 0.5
+"""Threshold on P(malignant) used when no operating point was saved for a checkpoint."""
+
+OPERATING_POINT_FORMAT = "skinlesion-operating-point-v1"
+_REQUIRED_KEYS = ("format", "threshold", "target_sensitivity", "temperature", "checkpoint", "val_metrics")
+
+
+def _binary_inputs(
+    y_true: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    labels = check_labels(y_true, 2)
+    return labels, check_scores(scores, labels.size)
+
+
+def threshold_for_sensitivity(
+    y_true: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, target: float = 0.90
+) -> float:
+    """The highest threshold whose sensitivity (rule ``score >= threshold``) on these data is >= ``target``.
+
+    Specificity never rises as the threshold falls, so this maximises specificity at that sensitivity. The
+    threshold is always an observed score; samples tied at it are all called positive, so with ties the
+    sensitivity reached can exceed the target. Raises ValueError if there are no positive samples.
+    """
+    if not 0 < target <= 1:
+        raise ValueError(f"target sensitivity must be in (0, 1], got {target}")
+    labels, values = _binary_inputs(y_true, scores)
+    if not labels.any():
+        raise ValueError("no positive (malignant) samples: sensitivity is undefined, cannot pick a threshold")
+    with warnings.catch_warnings():  # all-positive data: FPR is undefined but TPR is all we need
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        _, tpr, thresholds = roc_curve(labels, values, drop_intermediate=False)
+    return float(thresholds[np.argmax(tpr >= target)])
+
+
+def sensitivity_specificity(
+    y_true: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, threshold: float
+) -> tuple[float, float]:
+    """Sensitivity and specificity of the rule ``score >= threshold`` (NaN where a class is absent)."""
+    labels, values = _binary_inputs(y_true, scores)
+    predicted = values >= threshold
+    positives = labels == 1
+    sensitivity = predicted[positives].mean() if positives.any() else float("nan")
+    specificity = (~predicted[~positives]).mean() if (~positives).any() else float("nan")
+    return float(sensitivity), float(specificity)
+
+
+DEFAULT_STRENGTHS: tuple[float, ...] = tuple(np.round(np.arange(0.0, 1.01, 0.05), 2))
+"""Strengths searched by :func:`fit_prior_strength`: 0 (no correction) to 1 (full division by the prior)."""
+
+
+def class_frequencies(labels: Sequence[int] | np.ndarray, n_classes: int) -> np.ndarray:
+    """Add-one smoothed class frequencies of ``labels`` (never zero, so their log is finite)."""
+    counts = np.bincount(check_labels(labels, n_classes), minlength=n_classes)
+    return (counts + 1) / (counts.sum() + n_classes)
+
+
+def prior_bias(frequencies: Sequence[float] | np.ndarray, strength: float) -> np.ndarray:
+    """The per-class log-probability offsets ``-strength * log(frequency)``, centred to mean zero."""
+    bias = -strength * np.log(np.asarray(frequencies, dtype=float))
+    return bias - bias.mean()
+
+
+def apply_class_bias(probs: np.ndarray, bias: Sequence[float] | np.ndarray | None) -> np.ndarray:
+    """Probabilities after adding ``bias`` to each class's log-probability (unchanged if ``bias`` is None)."""
+    probs = np.asarray(probs, dtype=float)
+    if bias is None:
+        return probs
+    bias = np.asarray(bias, dtype=float)
+    if probs.ndim != 2 or bias.shape != (probs.shape[1],):
+        raise ValueError(f"need (N, K) probabilities and K biases, got {probs.shape} and {bias.shape}")
+    return softmax(np.log(np.clip(probs, 1e-12, 1.0)) + bias, axis=1)
+
+
+def fit_prior_strength(
+    labels: Sequence[int] | np.ndarray,
+    probs: np.ndarray,
+    frequencies: Sequence[float] | np.ndarray,
+    strengths: Sequence[float] = DEFAULT_STRENGTHS,
+) -> float:
+    """The strength in ``strengths`` whose corrected ``probs`` have the highest balanced accuracy on
+    ``labels`` (validation data); ties go to the smallest, i.e. the mildest correction."""
+    corrected = (apply_class_bias(probs, prior_bias(frequencies, strength)) for strength in strengths)
+    scores = [balanced_accuracy(labels, candidate) for candidate in corrected]
+    return float(strengths[int(np.argmax(scores))])
+
+
+def corrected_probabilities(
+    probs: np.ndarray, temperature: float, class_bias: Sequence[float] | np.ndarray | None
+) -> np.ndarray:
+    """Probabilities as reported: temperature-scaled, then shifted by the validation-fitted class bias."""
+    return apply_class_bias(calibrate(probs, temperature), class_bias)
+
+
+def tune_operating_point(
+    labels: np.ndarray,
+    malignant: np.ndarray,
+    probs: np.ndarray,
+    class_names: Sequence[str],
+    target_sensitivity: float = 0.90,
+) -> dict[str, Any]:
+    """Fit on validation data, in turn: the temperature, the prior-correction class bias (for balanced
+    accuracy; class frequencies from the validation labels, as the split is stratified) and the P(malignant)
+    threshold reaching the target sensitivity on the resulting probabilities.
+
+    ``labels`` index ``class_names``; ``malignant`` is 0/1 per image.
+    """
+    temperature = fit_temperature(logits_from_probs(probs), labels)
+    calibrated = calibrate(probs, temperature)
+    frequencies = class_frequencies(labels, len(class_names))
+    strength = fit_prior_strength(labels, calibrated, frequencies)
+    class_bias = prior_bias(frequencies, strength)
+    adjusted = apply_class_bias(calibrated, class_bias)
+    p_malignant = malignant_probability(adjusted, class_names)
+    threshold = threshold_for_sensitivity(malignant, p_malignant, target_sensitivity)
+    sensitivity, specificity = sensitivity_specificity(malignant, p_malignant, threshold)
+    val_metrics = {
+        "images": len(labels),
+        "sensitivity": sensitivity,
+        "specificity": specificity,
+        "ece_before": expected_calibration_error(labels, probs),
+        "ece_after": expected_calibration_error(labels, calibrated),
+        "prior_strength": strength,
+        "balanced_accuracy_before_bias": balanced_accuracy(labels, calibrated),
+        "balanced_accuracy_after_bias": balanced_accuracy(labels, adjusted),
+    }
+    return {
+        "threshold": threshold,
+        "temperature": temperature,
+        "class_bias": class_bias.tolist(),
+        "target_sensitivity": target_sensitivity,
+        "val_metrics": val_metrics,
+    }
+
+
+def operating_point_path(checkpoint_path: str | Path) -> Path:
+    """Where a checkpoint's operating point lives: ``<stem>.operating_point.json`` in the same folder."""
+    checkpoint_path = Path(checkpoint_path)
+    return checkpoint_path.with_name(f"{checkpoint_path.stem}.operating_point.json")
+
+
+def _to_json(value: object) -> object:
+    """JSON encoder fallback for numpy scalars and arrays."""
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot store {type(value).__name__} in an operating-point file")
+
+
+def save_operating_point(
+    path: str | Path,
+    *,
+    threshold: float,
+    target_sensitivity: float,
+    temperature: float,
+    val_metrics: dict,
+    checkpoint: str | Path,
+    class_bias: Sequence[float] | None = None,
+) -> Path:
+    """Atomically write the tuned threshold, its target, the fitted temperature and class bias (see
+    :mod:`helpers.evaluation.operating_point`; None: no correction) and val metrics as JSON."""
+    if not math.isfinite(threshold) or not 0 < target_sensitivity <= 1 or not temperature > 0:
+        raise ValueError(
+            "need a finite threshold, 0 < target_sensitivity <= 1 and temperature > 0; got "
+            f"{threshold}, {target_sensitivity}, {temperature}"
+        )
+    record = {
+        "format": OPERATING_POINT_FORMAT,
+        "threshold": float(threshold),
+        "target_sensitivity": float(target_sensitivity),
+        "temperature": float(temperature),
+        "class_bias": None if class_bias is None else [float(value) for value in class_bias],
+        "checkpoint": Path(checkpoint).name,
+        "val_metrics": val_metrics,
+    }
+    return atomic_write_text(path, json.dumps(record, indent=2, default=_to_json) + "\n")
+
+
+def _bad_operating_point(reason: str, path: Path) -> CheckpointError:
+    fix = "re-run threshold tuning on the validation set (save_operating_point) for this checkpoint"
+    return CheckpointError(f"{reason}\nFile: {path}\nFix: {fix}")
+
+
+def load_operating_point(path: str | Path) -> dict:
+    """Read an operating-point JSON written by :func:`save_operating_point`; CheckpointError if bad."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise _bad_operating_point("operating point not found", path) from error
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise _bad_operating_point(f"operating point is not valid JSON ({error})", path) from error
+    if not isinstance(record, dict) or record.get("format") != OPERATING_POINT_FORMAT:
+        raise _bad_operating_point(
+            f"not an operating-point file (format is not {OPERATING_POINT_FORMAT})", path
+        )
+    missing = [key for key in _REQUIRED_KEYS if key not in record]
+    if missing:
+        raise _bad_operating_point(f"operating point lacks {missing}", path)
+    bias = record.get("class_bias")
+    finite = isinstance(bias, list) and all(isinstance(v, int | float) and math.isfinite(v) for v in bias)
+    if bias is not None and not finite:
+        raise _bad_operating_point("class_bias is not a list of finite numbers", path)
+    return record
+
+
+def saved_operating_point(checkpoint_path: str | Path) -> dict[str, Any]:
+    """The saved threshold, temperature and class bias of a checkpoint, or :data:`DEFAULT_THRESHOLD`,
+    temperature 1 and no bias when none was saved (files from before the class bias have none)."""
+    path = operating_point_path(checkpoint_path)
+    if not path.is_file():
+        return {"threshold": DEFAULT_THRESHOLD, "temperature": 1.0, "class_bias": None}
+    record = load_operating_point(path)
+    return {
+        "threshold": float(record["threshold"]),
+        "temperature": float(record["temperature"]),
+        "class_bias": record.get("class_bias"),
+    }

@@ -1,0 +1,27 @@
+"""Explanations: Grad-CAM and gradient saliency for any Keras classifier (``heatmaps``), choosing and
+explaining examples (``examples``) and scoring heatmaps against lesion masks (``localization``). Imports
+``core``, ``data``, ``models`` and ``evaluation``."""
+
+from helpers.explain.examples import (
+    METHODS,
+    explain_examples,
+    localization_summary,
+    score_against_masks,
+    select_examples,
+    target_index,
+)
+from helpers.explain.heatmaps import find_last_conv_layer, gradcam, gradcam_batch, overlay, saliency_map
+
+__all__ = [
+    "METHODS",
+    "explain_examples",
+    "find_last_conv_layer",
+    "gradcam",
+    "gradcam_batch",
+    "localization_summary",
+    "overlay",
+    "saliency_map",
+    "score_against_masks",
+    "select_examples",
+    "target_index",
+]

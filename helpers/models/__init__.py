@@ -1,0 +1,21 @@
+"""Models: building flat, self-contained classifiers (``build``) and reading and writing them as checkpoint
+files with a JSON sidecar (``checkpoints``). Imports only ``core``."""
+
+from helpers.models.build import ARCHITECTURES, build_model
+from helpers.models.checkpoints import (
+    best_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+
+__all__ = [
+    "ARCHITECTURES",
+    "best_checkpoint",
+    "build_model",
+    "list_checkpoints",
+    "load_checkpoint",
+    "resolve_checkpoint",
+    "save_checkpoint",
+]

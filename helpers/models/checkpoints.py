@@ -1,0 +1,287 @@
+"""Checkpoints: versioned ``.h5`` Keras models with a JSON sidecar recording how they were made.
+
+Files are named ``{arch}_v{version}_{epoch:02d}_{val_metric:.3f}.h5``, written atomically and never
+overwritten; loading turns every kind of broken file into a :class:`CheckpointError` that says what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import importlib.metadata
+import json
+import logging
+import re
+import subprocess
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import keras
+import numpy as np
+
+from helpers.core import config
+from helpers.core.atomic import atomic_path, atomic_write_text
+from helpers.core.provenance import git_commit, package_version
+from helpers.core.errors import CheckpointError
+
+CHECKPOINT_SUFFIX = ".h5"
+
+
+def checkpoint_name(arch: str, version: int, epoch: int, val_metric: float) -> str:
+    """File name of a checkpoint, e.g. ``mobilenetv2_v1_12_0.781.h5``."""
+    if not arch or "/" in arch or "\\" in arch:
+        raise ValueError(f"arch must be a plain name, got {arch!r}")
+    if version < 1 or epoch < 0:
+        raise ValueError(f"version must be >= 1 and epoch >= 0, got version={version}, epoch={epoch}")
+    return f"{arch}_v{version}_{epoch:02d}_{val_metric:.3f}{CHECKPOINT_SUFFIX}"
+
+
+def next_version(arch: str, models_dir: str | Path) -> int:
+    """The version number for a new run of ``arch``: one more than the highest saved in ``models_dir``."""
+    pattern = re.compile(rf"^{re.escape(arch)}_v(\d+)_\d+_.*{re.escape(CHECKPOINT_SUFFIX)}$")
+    versions = [int(match[1]) for path in _h5_files(models_dir) if (match := pattern.match(path.name))]
+    return max(versions, default=0) + 1
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """The JSON sidecar that sits beside a checkpoint (same stem, ``.json``)."""
+    return Path(path).with_suffix(".json")
+
+
+def infer_metadata(model: keras.Model) -> dict[str, Any]:
+    """Best-guess metadata for a model without a sidecar: task and classes from its output width."""
+    units = model.output_shape[-1]
+    if units == 1:
+        task, class_names = "binary", list(config.BINARY_CLASS_NAMES)
+    elif units == len(config.CLASS_NAMES):
+        task, class_names = "multiclass", list(config.CLASS_NAMES)
+    else:
+        task, class_names = "multiclass", [f"class_{index}" for index in range(units)]
+    return {
+        "task": task,
+        "class_names": class_names,
+        "input_size": list(model.input_shape[1:3]),
+        "arch": model.name,
+        "split_file": None,
+        "params": {},
+        "history": {},
+    }
+
+
+def save_checkpoint(model: keras.Model, path: str | Path, metadata: dict[str, Any]) -> Path:
+    """Save ``model`` to a new ``.h5`` file plus its JSON sidecar, both atomically; never overwrites.
+
+    ``metadata`` should hold task, class_names, input_size, arch, split_file, params, history and, for
+    :func:`best_checkpoint`, ``monitor`` and ``val_metric``; missing basics are inferred from the model.
+    The git commit, creation time and Keras/TensorFlow versions are added here.
+    """
+    path = Path(path)
+    if path.suffix != CHECKPOINT_SUFFIX:
+        raise CheckpointError(f"Checkpoint path must end in {CHECKPOINT_SUFFIX}: {path}")
+    if path.exists():
+        raise CheckpointError(
+            f"Refusing to overwrite the existing checkpoint {path}\n"
+            "Fix: save under a new name (see checkpoint_name and next_version) or delete the old file first."
+        )
+    record = {**infer_metadata(model), **metadata, **_provenance()}
+    _check_matches_model(record, model, path)
+    atomic_write_text(sidecar_path(path), json.dumps(record, indent=2, default=_json_default))
+    try:
+        with atomic_path(path) as tmp, _quiet_legacy_format_warning():
+            model.save(tmp)
+    except BaseException:
+        sidecar_path(path).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _provenance() -> dict[str, Any]:
+    return {
+        "git_commit": git_commit(),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "keras_version": keras.__version__,
+        "tensorflow_version": package_version("tensorflow"),
+    }
+
+
+def _check_matches_model(record: dict[str, Any], model: keras.Model, path: Path) -> None:
+    expected_units = 1 if record["task"] == "binary" else len(record["class_names"])
+    if model.output_shape[-1] != expected_units:
+        raise CheckpointError(
+            f"Metadata for {path} says task={record['task']!r} with {len(record['class_names'])} classes, "
+            f"but the model outputs {model.output_shape[-1]} values.\n"
+            "Fix: pass the task and class_names the model was built for."
+        )
+
+
+def _json_default(value: Any) -> Any:
+    """Make numpy scalars/arrays and paths JSON-serialisable."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(
+        f"Checkpoint metadata value {value!r} of type {type(value).__name__} is not JSON-serialisable"
+    )
+
+
+@contextlib.contextmanager
+def _quiet_legacy_format_warning() -> Iterator[None]:
+    """Silence Keras's "HDF5 is legacy" log line: ``.h5`` is this project's chosen checkpoint format."""
+    logger = logging.getLogger("absl")
+    previous = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
+def load_checkpoint(path: str | Path) -> tuple[keras.Model, dict[str, Any]]:
+    """Load a ``.h5`` model (uncompiled, safe mode) and its sidecar metadata.
+
+    Without a sidecar (a model from elsewhere) the metadata is inferred from the model, with a warning.
+    """
+    path = Path(path)
+    _check_keras_h5(path)
+    try:
+        model = keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:
+        raise CheckpointError(
+            f"Could not rebuild the Keras model stored in {path}: {error}\n"
+            "Fix: the file may come from an incompatible Keras version or use custom layers; re-save it with "
+            "helpers.checkpoints.save_checkpoint from a model built by helpers.models.build_model."
+        ) from error
+    metadata = read_metadata(path)
+    if metadata is None:
+        metadata = infer_metadata(model)
+        warnings.warn(
+            f"No sidecar {sidecar_path(path).name} beside {path}: assuming task={metadata['task']!r} with "
+            f"classes {metadata['class_names']} from the model's output width.",
+            stacklevel=2,
+        )
+    metadata["checkpoint"] = str(path)
+    return model, metadata
+
+
+def _check_keras_h5(path: Path) -> None:
+    """Raise a CheckpointError naming the problem and the fix unless ``path`` is a readable Keras model."""
+    if not path.is_file():
+        raise CheckpointError(
+            f"Checkpoint not found: {path}\n"
+            "Fix: check the path; helpers.checkpoints.list_checkpoints(models_dir) lists the saved ones."
+        )
+    if not h5py.is_hdf5(path):
+        raise CheckpointError(
+            f"{path} is not an HDF5 file, so not a Keras .h5 model (an image or other file renamed?)\n"
+            "Fix: point to the .h5 file written by save_checkpoint or keras model.save('model.h5')."
+        )
+    try:
+        with h5py.File(path, "r") as file:
+            has_model = "model_config" in file.attrs
+    except OSError as error:
+        raise CheckpointError(
+            f"{path} is truncated or corrupt and cannot be opened: {error}\n"
+            "Fix: the copy or download was probably interrupted; copy the file again or retrain the model."
+        ) from error
+    if not has_model:
+        raise CheckpointError(
+            f"{path} is an HDF5 file but holds no Keras model (perhaps weights only or other data).\n"
+            "Fix: build the architecture with helpers.models.build_model and call model.load_weights on "
+            "weights-only files; load_checkpoint needs a whole model saved with model.save('x.h5')."
+        )
+
+
+def read_metadata(path: str | Path) -> dict[str, Any] | None:
+    """The sidecar metadata of a checkpoint, or None when it has no sidecar."""
+    sidecar = sidecar_path(path)
+    if not sidecar.is_file():
+        return None
+    try:
+        return json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(
+            f"Checkpoint sidecar {sidecar} is unreadable: {error}\n"
+            "Fix: delete the broken .json (the model then loads with inferred metadata) or restore it."
+        ) from error
+
+
+def list_checkpoints(models_dir: str | Path, task: str | None = None) -> list[Path]:
+    """The ``.h5`` checkpoints in ``models_dir`` sorted by name, only those made for ``task`` when given."""
+    paths = _h5_files(models_dir)
+    if task is None:
+        return paths
+    return [path for path in paths if (read_metadata(path) or {}).get("task") == task]
+
+
+def _h5_files(models_dir: str | Path) -> list[Path]:
+    """Checkpoint files in a folder, leaving out the hidden temporaries of writes in progress."""
+    folder = Path(models_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(path for path in folder.glob(f"*{CHECKPOINT_SUFFIX}") if not path.name.startswith("."))
+
+
+def best_checkpoint(models_dir: str | Path, task: str | None = None) -> Path:
+    """The checkpoint whose sidecar records the highest ``val_metric`` (for ``task`` when given)."""
+    scored = []
+    for path in list_checkpoints(models_dir, task):
+        metric = (read_metadata(path) or {}).get("val_metric")
+        if metric is not None:
+            scored.append((float(metric), path))
+    if not scored:
+        for_task = f" for task {task!r}" if task else ""
+        raise CheckpointError(
+            f"No checkpoint{for_task} with a recorded val_metric in {models_dir}\n"
+            "Fix: train a model first (checkpoints are saved with their validation metric in the sidecar)."
+        )
+    return max(scored)[1]
+
+
+def resolve_checkpoint(
+    path: str | Path = "", task: str | None = None, models_dir: str | Path | None = None
+) -> Path:
+    """The checkpoint at ``path`` (a relative path from the project root), or the best checkpoint (for
+    ``task`` when given) in ``path`` if it is a folder, or in ``models_dir`` (default models/) if empty."""
+    if str(path):
+        path = config.project_path(path)
+        return best_checkpoint(path, task) if path.is_dir() else path
+    return best_checkpoint(config.MODELS_DIR if models_dir is None else models_dir, task)
+
+
+def checked_class_names(metadata: dict[str, Any]) -> tuple[str, ...]:
+    """The checkpoint's class names, after checking they are its task's standard class set (in order)."""
+    task = metadata.get("task")
+    if task not in config.TASK_CLASSES:
+        raise CheckpointError(
+            f"{metadata.get('checkpoint', 'checkpoint')} has unknown task {task!r}; expected one of "
+            f"{list(config.TASK_CLASSES)}\nFix: use a checkpoint saved by helpers.training."
+        )
+    check_compatible(metadata, class_names=config.TASK_CLASSES[task])
+    return config.TASK_CLASSES[task]
+
+
+
+
+def check_compatible(
+    metadata: dict[str, Any], *, class_names: Sequence[str], input_size: Sequence[int] | None = None
+) -> None:
+    """Raise a CheckpointError if a checkpoint was made for another class set/task or input size."""
+    source = metadata.get("checkpoint", "this checkpoint")
+    trained_for = list(metadata.get("class_names", []))
+    if trained_for != list(class_names):
+        raise CheckpointError(
+            f"{source} was trained for task {metadata.get('task')!r} with classes {trained_for}, "
+            f"but these data use classes {list(class_names)}.\n"
+            "Fix: pick a checkpoint made for this task (list_checkpoints(models_dir, task=...)) or train one."
+        )
+    if input_size is not None and list(metadata.get("input_size", [])) != list(input_size):
+        raise CheckpointError(
+            f"{source} expects images of size {metadata.get('input_size')}, not {list(input_size)}.\n"
+            "Fix: resize images to the checkpoint's input_size or train a model for this size."
+        )
