@@ -29,7 +29,7 @@ HAM_ROWS: list[tuple[str, ...]] = [
     ("HAM_4", "ISIC_0000005", "df", "consensus", "30.0", "male", "lower extremity"),
     ("HAM_5", "ISIC_0000006", "vasc", "histo", "60.0", "female", "abdomen"),
 ]
-"""HAM10000 metadata rows (columns of helpers.ham10000.METADATA_COLUMNS): five lesions, one with two
+"""HAM10000 metadata rows (columns of helpers.data.ham10000.METADATA_COLUMNS): five lesions, one with two
 images, one without an age."""
 
 ISIC_HEADER = "image," + ",".join(DX_COLUMNS)

@@ -83,7 +83,7 @@ def test_unknown_parameter_is_a_clear_error(capsys):
 def test_help_is_fast_and_imports_nothing_heavy():
     code = (
         "import sys, helpers.apps.cli\n"
-        "try:\n    helpers.cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "try:\n    helpers.apps.cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
         "print(sorted(m for m in ('tensorflow', 'papermill', 'pandas') if m in sys.modules))"
     )
     result = subprocess.run(

@@ -180,8 +180,8 @@ def test_balanced_accuracy_change_compares_on_the_same_images(exported, model, c
 
 
 def test_cli_prints_path_size_parity_and_accuracy_change(checkpoint, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("helpers.export.PARITY_IMAGES", 8)
-    monkeypatch.setattr("helpers.export.EVAL_IMAGES", 20)
+    monkeypatch.setattr("helpers.apps.export.PARITY_IMAGES", 8)
+    monkeypatch.setattr("helpers.apps.export.EVAL_IMAGES", 20)
     args = argparse.Namespace(model=checkpoint, format="keras", quantize=None, out=tmp_path)
     assert export_command(args) == 0
     output = capsys.readouterr().out

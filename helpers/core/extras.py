@@ -1,7 +1,7 @@
 """Optional features' dependencies (the ``export`` and ``demo`` extras): import them or say how to install.
 
 The core project runs without them; a feature that needs one imports it here, so a missing package becomes a
-:class:`~helpers.errors.SkinLesionError` naming the install command instead of a bare ImportError.
+:class:`~helpers.core.errors.SkinLesionError` naming the install command instead of a bare ImportError.
 """
 
 from __future__ import annotations

@@ -106,7 +106,7 @@ def load_folder_dataset(
 
     Adds ``folder_split`` ("train"/"test", or "" without a split level); ``dx`` is "" and ``label`` -1.
     With a ``ham10000_crossref.csv`` in the root, adds ``ham_image_id`` and ``ham_lesion_id``.
-    Image checks and ``on_error`` work as in :func:`helpers.ham10000.load_ham10000`.
+    Image checks and ``on_error`` work as in :func:`helpers.data.ham10000.load_ham10000`.
     """
     root = Path(root).expanduser().resolve()
     if not root.is_dir():

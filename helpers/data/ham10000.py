@@ -89,7 +89,7 @@ def load_ham10000(
 
     Every listed image must exist; ``verify_images`` also checks each file is a complete image (fast, reads
     only its ends) and ``decode_images`` decodes them all. Image problems raise one DataError, or with
-    ``on_error="skip"`` drop those rows (see ``helpers.validation.skip_report``). CSV problems always raise.
+    ``on_error="skip"`` drop those rows (see ``helpers.data.validation.skip_report``). CSV problems always raise.
     """
     root = Path(root).expanduser().resolve()
     csv_path = _check_root(root)

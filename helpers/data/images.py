@@ -1,6 +1,6 @@
 """Read, write and check image files with OpenCV, always as 8-bit RGB.
 
-Missing, empty, truncated or corrupt files raise :class:`~helpers.errors.DataError` naming the file and the
+Missing, empty, truncated or corrupt files raise :class:`~helpers.core.errors.DataError` naming the file and the
 fix. Truncation is caught from the file's tail (JPEG end-of-image marker, PNG IEND chunk) without decoding,
 which is cheap and does not rely on the decoder (OpenCV 4 silently decodes a cut-short JPEG, partly grey).
 """

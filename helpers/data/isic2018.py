@@ -77,7 +77,7 @@ def load_isic2018_test(
 
     ``ground_truth_csv`` may be the CSV, a folder holding it, or None to look in ``images_dir``.
     lesion_id equals image_id (the test set has no lesion ids). Image checks and ``on_error`` work as in
-    :func:`helpers.ham10000.load_ham10000`.
+    :func:`helpers.data.ham10000.load_ham10000`.
     """
     images_dir = Path(images_dir).expanduser().resolve()
     if not images_dir.is_dir():

@@ -72,7 +72,7 @@ def _folder_source(root: Path, origin: str) -> DataSource:
 def resolve_data_root(spec: str | Path = "auto") -> DataSource:
     """Resolve ``spec`` to a dataset folder: "auto" (real data, else demo), "demo", or a path to a dataset.
 
-    "auto" looks where :func:`helpers.config.ham10000_root` looks (SKINLESION_DATA, data/HAM10000, the
+    "auto" looks where :func:`helpers.core.config.ham10000_root` looks (SKINLESION_DATA, data/HAM10000, the
     shared copy). A path must contain HAM10000_metadata.csv, else :class:`DataError` says how to get it.
     """
     if spec == "auto":

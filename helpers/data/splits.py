@@ -36,7 +36,7 @@ def make_lesion_split(
     """Return a copy of ``frame`` with a ``partition`` column: no lesion in two partitions, class-stratified.
 
     Groups are lesions merged with ``duplicate_pairs`` (image-id pairs, e.g. from
-    ``helpers.ham10000.load_duplicate_pairs``; pairs naming images outside the frame are ignored). Each
+    ``helpers.data.ham10000.load_duplicate_pairs``; pairs naming images outside the frame are ignored). Each
     group is stratified by the rarest ``stratify_column`` value among its images; within a stratum, groups
     (largest first, seeded order among equal sizes) go to the partition furthest below its target image
     count, so every class lands within about one group of the target fractions.
@@ -146,7 +146,7 @@ def check_no_lesion_leak(frame: pd.DataFrame, duplicate_pairs: DuplicatePairs | 
     if len(leaks):
         raise DataError(
             f"{len(leaks)} lesion(s) have images in more than one partition, e.g. {list(leaks.index[:5])}",
-            fix="split with helpers.splits.make_lesion_split, which groups images by lesion",
+            fix="split with helpers.data.splits.make_lesion_split, which groups images by lesion",
         )
 
 

@@ -95,7 +95,7 @@ def predict_images(
     ("malignant"/"benign" at the saved threshold, else 0.5) and error ("" when the image was fine).
 
     Probabilities are temperature-scaled and prior-corrected as saved in the operating point. A missing or
-    foreign checkpoint raises :class:`~helpers.errors.CheckpointError`.
+    foreign checkpoint raises :class:`~helpers.core.errors.CheckpointError`.
     """
     model, metadata = load_checkpoint(checkpoint)
     class_names = checked_class_names(metadata)

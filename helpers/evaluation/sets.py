@@ -54,7 +54,7 @@ def evaluation_set(
     """The test set ``kind`` for a checkpoint, with its internal validation partition for tuning.
 
     "internal": the test partition of the checkpoint's split on HAM10000 (``data_root``, see
-    :func:`helpers.data_source.resolve_data_root`); "isic2018": the ISIC 2018 Task 3 test folder ``path``;
+    :func:`helpers.data.source.resolve_data_root`); "isic2018": the ISIC 2018 Task 3 test folder ``path``;
     "folder": a benign/malignant folder set at ``path``, minus images of lesions the model trained or was
     validated on (when its ``ham10000_crossref.csv`` allows checking). A relative ``path`` is taken from the
     project root. Images are resized to each checkpoint's own input size when predicted; a checkpoint with

@@ -62,7 +62,7 @@ def _is_binary(probs: np.ndarray, class_names: Sequence[str]) -> bool:
 def with_predictions(frame: pd.DataFrame, probs: np.ndarray, class_names: Sequence[str]) -> pd.DataFrame:
     """Copy of ``frame`` with true/predicted class names, the confidence and "correct"/"wrong" per image.
 
-    ``probs`` come from :func:`helpers.inference.predict_probabilities` (or are a sigmoid's one column).
+    ``probs`` come from :func:`helpers.evaluation.inference.predict_probabilities` (or are a sigmoid's one column).
     A malignant-vs-benign model predicts malignant when P(malignant) >= 0.5; its truth is ``malignant``.
     """
     probs = np.asarray(probs, dtype=np.float64)
@@ -221,7 +221,7 @@ def score_against_masks(
     """Per-image, per-method localization records for the predicted class (long format, ``method`` column).
 
     Each Grad-CAM (and saliency) map is scored by energy inside the lesion mask and the pointing game,
-    next to the centred Gaussian baseline and the mask area (:func:`helpers.localization.score_localization`).
+    next to the centred Gaussian baseline and the mask area (:func:`helpers.explain.localization.score_localization`).
     ``limit`` scores a class-balanced sample of that many images (see :func:`localization_sample`).
     """
     rows = localization_sample(_rows_with_masks(frame), limit)

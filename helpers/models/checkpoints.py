@@ -155,7 +155,7 @@ def load_checkpoint(path: str | Path) -> tuple[keras.Model, dict[str, Any]]:
         raise CheckpointError(
             f"Could not rebuild the Keras model stored in {path}: {error}\n"
             "Fix: the file may come from an incompatible Keras version or use custom layers; re-save it with "
-            "helpers.checkpoints.save_checkpoint from a model built by helpers.models.build_model."
+            "helpers.models.checkpoints.save_checkpoint from a model built by helpers.models.build_model."
         ) from error
     metadata = read_metadata(path)
     if metadata is None:
@@ -174,7 +174,7 @@ def _check_keras_h5(path: Path) -> None:
     if not path.is_file():
         raise CheckpointError(
             f"Checkpoint not found: {path}\n"
-            "Fix: check the path; helpers.checkpoints.list_checkpoints(models_dir) lists the saved ones."
+            "Fix: check the path; helpers.models.checkpoints.list_checkpoints(models_dir) lists the saved ones."
         )
     if not h5py.is_hdf5(path):
         raise CheckpointError(

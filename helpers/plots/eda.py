@@ -1,7 +1,7 @@
 """Exploratory figures and tables for a dataset frame (used by ``notebooks/01-eda.ipynb``).
 
 Every figure function takes the shared frame, returns a titled matplotlib Figure with labelled axes and
-leaves saving to :func:`helpers.plotting.save_figure`.
+leaves saving to :func:`helpers.plots.style.save_figure`.
 """
 
 from __future__ import annotations
