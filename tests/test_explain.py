@@ -22,6 +22,7 @@ from helpers.explain import examples as explain
 from helpers.explain.heatmaps import ExplainError  # noqa: E402
 from helpers.explain.localization import load_mask  # noqa: E402
 from helpers.models.build import build_model  # noqa: E402
+from helpers.plots.explanations import plot_examples
 from helpers.plots.style import has_title  # noqa: E402
 
 SUMMARY_COLUMNS = [
@@ -156,14 +157,14 @@ def test_plot_examples_shows_methods_side_by_side(demo_frame):
         demo_frame.head(2), _one_hot_probs([0, 1], [0.5, 0.5]), config.CLASS_NAMES
     )
     heatmaps = {method: [np.random.default_rng(0).random((150, 200))] * 2 for method in explain.METHODS}
-    fig = explain.plot_examples(rows, heatmaps, title="Example explanations")
+    fig = plot_examples(rows, heatmaps, title="Example explanations")
     image_axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
     assert has_title(fig) and len(image_axes) == 2 * (1 + len(explain.METHODS))
     assert all(ax.get_xlabel() and ax.get_ylabel() for ax in image_axes)
     assert [ax.get_title() for ax in image_axes[1:3]] == ["Grad-CAM", "Saliency"]
     plt.close(fig)
     with pytest.raises(ExplainError, match="one heatmap per image"):
-        explain.plot_examples(rows, {"gradcam": heatmaps["gradcam"][:1]}, title="x")
+        plot_examples(rows, {"gradcam": heatmaps["gradcam"][:1]}, title="x")
 
 
 # ---------------------------------------------------------------- scoring against masks

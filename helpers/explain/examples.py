@@ -62,7 +62,7 @@ def _is_binary(probs: np.ndarray, class_names: Sequence[str]) -> bool:
 def with_predictions(frame: pd.DataFrame, probs: np.ndarray, class_names: Sequence[str]) -> pd.DataFrame:
     """Copy of ``frame`` with true/predicted class names, the confidence and "correct"/"wrong" per image.
 
-    ``probs`` come from :func:`helpers.evaluation.inference.predict_probabilities` (or are a sigmoid's one column).
+    ``probs`` come from :func:`helpers.evaluation.predict_probabilities` (or are a sigmoid's one column).
     A malignant-vs-benign model predicts malignant when P(malignant) >= 0.5; its truth is ``malignant``.
     """
     probs = np.asarray(probs, dtype=np.float64)
