@@ -221,7 +221,8 @@ def score_against_masks(
     """Per-image, per-method localization records for the predicted class (long format, ``method`` column).
 
     Each Grad-CAM (and saliency) map is scored by energy inside the lesion mask and the pointing game,
-    next to the centred Gaussian baseline and the mask area (:func:`helpers.explain.localization.score_localization`).
+    next to the centred Gaussian baseline and the mask area
+    (:func:`helpers.explain.localization.score_localization`).
     ``limit`` scores a class-balanced sample of that many images (see :func:`localization_sample`).
     """
     rows = localization_sample(_rows_with_masks(frame), limit)

@@ -150,7 +150,8 @@ def reliability_figure(
     title: str = "Reliability diagram",
 ) -> Figure:
     """Accuracy against confidence per bin before and after temperature scaling (ECE in the legend), above
-    a histogram of the confidences. Probabilities as for :func:`helpers.evaluation.calibration.reliability_curve`."""
+    a histogram of the confidences. Probabilities as for
+    :func:`helpers.evaluation.calibration.reliability_curve`."""
     fig, (curve_ax, count_ax) = plt.subplots(
         2, 1, figsize=(6.5, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
     )
