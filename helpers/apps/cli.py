@@ -169,7 +169,20 @@ SUBCOMMANDS: list[Subcommand] = [
     Subcommand("predict", "classify images with a checkpoint and write a CSV", _configure_predict, _predict),
     Subcommand("export", "export a checkpoint for deployment and check parity", _configure_export, _export),
     Subcommand("demo", "serve a local Gradio demo of a checkpoint (research only)", _configure_demo, _demo),
+    Subcommand(
+        "adopt",
+        "turn a .h5/.keras classifier from elsewhere (Keras 2 included) into a checkpoint",
+        lambda parser: _adopt_module().configure(parser),
+        lambda args: _adopt_module().command(args),
+    ),
 ]
+
+
+def _adopt_module():
+    """helpers.apps.adopt, imported when used (it loads TensorFlow)."""
+    from helpers.apps import adopt
+
+    return adopt
 
 
 def build_parser(subcommands: Sequence[Subcommand] = SUBCOMMANDS) -> argparse.ArgumentParser:

@@ -30,8 +30,10 @@ from helpers.core.extras import import_extra
 from helpers.data.pipeline import load_image_array
 from helpers.evaluation.inference import class_probabilities
 from helpers.evaluation.metrics import balanced_accuracy
+from helpers.evaluation.operating_point import operating_point_path
 from helpers.evaluation.sets import class_labels, internal_partitions, partition
-from helpers.models.checkpoints import best_checkpoint, checked_class_names, load_checkpoint
+from helpers.models.adopt import parity_images
+from helpers.models.checkpoints import best_checkpoint, checked_class_names, load_checkpoint, sidecar_path
 
 FORMATS: tuple[str, ...] = ("savedmodel", "keras", "onnx", "tflite")
 QUANTIZATIONS: tuple[str, ...] = ("float16", "int8")
@@ -76,15 +78,34 @@ def export_model(
     if fmt == "keras":
         with atomic_path(target) as tmp:
             model.save(tmp)
+        copy_sidecars(checkpoint, target)
         return target
     if fmt == "onnx":
         return _export_onnx(model, target)
     images = None
     if quantize == "int8":
-        if representative_frame is None:
-            representative_frame = checkpoint_partition(metadata, "train")
-        images = sample_images(representative_frame, metadata["input_size"], REPRESENTATIVE_IMAGES)
+        images = _representative_images(metadata, representative_frame)
     return atomic_write_bytes(target, tflite_bytes(model, quantize, images))
+
+
+def _representative_images(metadata: dict[str, Any], frame: pd.DataFrame | None) -> np.ndarray:
+    """Images calibrating int8 ranges: ``frame``'s, else the checkpoint's training partition, else (a
+    checkpoint without a split) the images parity is checked on."""
+    if frame is None and not metadata.get("split_file"):
+        return parity_images(tuple(metadata["input_size"]), REPRESENTATIVE_IMAGES)
+    frame = checkpoint_partition(metadata, "train") if frame is None else frame
+    return sample_images(frame, metadata["input_size"], REPRESENTATIVE_IMAGES)
+
+
+def copy_sidecars(checkpoint: Path, target: Path) -> None:
+    """Put the checkpoint's sidecar and operating point beside an exported ``.keras`` file (renamed to its
+    stem), so the export is itself a checkpoint that predict, the demo and the notebooks accept."""
+    for source, destination in (
+        (sidecar_path(checkpoint), sidecar_path(target)),
+        (operating_point_path(checkpoint), operating_point_path(target)),
+    ):
+        if source.is_file():
+            atomic_write_bytes(destination, source.read_bytes())
 
 
 def _check_request(fmt: str, quantize: str | None) -> None:
@@ -293,27 +314,35 @@ def size_mb(path: str | Path) -> float:
 
 def export_command(args: argparse.Namespace) -> int:
     """``skinlesion export``: export ``--model`` (default: the best checkpoint in models/), then print the
-    path, its size, the parity on PARITY_IMAGES internal test images and the balanced-accuracy change on up
-    to EVAL_IMAGES of them (what quantization costs)."""
+    path, its size, the parity with the Keras model on PARITY_IMAGES images (internal test images when the
+    checkpoint has a split, else any images found: parity needs no labels) and, with a split, the
+    balanced-accuracy change on up to EVAL_IMAGES test images (what quantization costs)."""
     checkpoint = args.model or best_checkpoint(config.MODELS_DIR)
     path = export_model(checkpoint, args.format, out_dir=args.out, quantize=args.quantize)
     kind = f"{args.format} ({args.quantize})" if args.quantize else args.format
     print(f"Exported {kind} -> {path} ({size_mb(path):.2f} MB)")
     model, metadata = load_checkpoint(checkpoint)
-    if not metadata.get("split_file"):
-        print("Parity not checked: the checkpoint records no split_file, so its test images are unknown.")
-        return 0
-    test = checkpoint_partition(metadata, "test")
-    images = sample_images(test, metadata["input_size"], PARITY_IMAGES)
+    test = checkpoint_partition(metadata, "test") if metadata.get("split_file") else None
+    images, origin = _parity_images(test, metadata["input_size"])
     parity = check_parity(model, path, args.format, images)
     print(
-        f"Parity on {parity['images']} internal test images: max |dp| {parity['max_abs_diff']:.2e}, "
+        f"Parity on {parity['images']} {origin}: max |dp| {parity['max_abs_diff']:.2e}, "
         f"mean |dp| {parity['mean_abs_diff']:.2e}, top-1 agreement {parity['top1_agreement']:.1%}"
     )
-    change = balanced_accuracy_change(model, path, args.format, sample_frame(test, EVAL_IMAGES), metadata)
-    print(
-        f"Balanced accuracy on {change['images']} internal test images: Keras "
-        f"{change['balanced_accuracy_original']:.4f}, export {change['balanced_accuracy_exported']:.4f} "
-        f"(change {change['balanced_accuracy_change']:+.4f})"
-    )
+    if test is not None:
+        change = balanced_accuracy_change(model, path, args.format, sample_frame(test, EVAL_IMAGES), metadata)
+        print(
+            f"Balanced accuracy on {change['images']} internal test images: Keras "
+            f"{change['balanced_accuracy_original']:.4f}, export {change['balanced_accuracy_exported']:.4f} "
+            f"(change {change['balanced_accuracy_change']:+.4f})"
+        )
     return 0
+
+
+def _parity_images(test: pd.DataFrame | None, input_size: list[int]) -> tuple[np.ndarray, str]:
+    """Images to compare the export with the model on, and what they are."""
+    if test is not None:
+        return sample_images(test, input_size, PARITY_IMAGES), "internal test images"
+    size = tuple(input_size)
+    origin = "HAM10000 images" if config.ham10000_root() is not None else "random images (no data found)"
+    return parity_images(size, PARITY_IMAGES), origin

@@ -139,3 +139,35 @@ def drop_ham10000_overlap(frame: pd.DataFrame, ham_frame: pd.DataFrame) -> tuple
         "Removed %d of %d images whose HAM10000 lesion is in the given frame", overlap.sum(), len(frame)
     )
     return frame[~overlap].reset_index(drop=True), frame[overlap].reset_index(drop=True)
+
+
+def load_image_folder(
+    root: str | Path,
+    *,
+    verify_images: bool = True,
+    decode_images: bool = False,
+    on_error: OnError = "raise",
+) -> pd.DataFrame:
+    """Every image file under ``root`` (any depth, sorted) as the shared frame (``source="images"``),
+    unlabelled: dx "", label -1, malignant -1. For explaining or predicting images of any origin.
+
+    Image checks and ``on_error`` work as in :func:`helpers.data.ham10000.load_ham10000`.
+    """
+    root = Path(root).expanduser().resolve()
+    if not root.is_dir():
+        raise DataError("Image folder not found.", path=root, fix="Check the path.")
+    paths = sorted(
+        path
+        for path in root.rglob("*")
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and not path.name.startswith(".")
+    )
+    if not paths:
+        raise DataError(
+            "No image files in the folder.", path=root, fix=f"use images ending in {sorted(IMAGE_SUFFIXES)}"
+        )
+    image_ids = [path.relative_to(root).with_suffix("").as_posix() for path in paths]
+    frame = pd.DataFrame({"image_id": image_ids, "image_path": [str(path) for path in paths], "malignant": -1})
+    frame, report = validate_image_files(
+        frame, verify_images=verify_images, decode=decode_images, on_error=on_error, origin=root
+    )
+    return conform_frame(frame, "images", report)

@@ -35,6 +35,8 @@ DX_COLUMNS: dict[str, str] = {
 }
 """Ground-truth CSV column -> our diagnosis name."""
 CSV_COLUMNS: tuple[str, ...] = ("image", *DX_COLUMNS)
+IMAGE_SUBFOLDERS: tuple[str, ...] = ("images", "ISIC2018_Task3_Test_Input")
+"""Subfolders also searched for the images, so the folder holding both the CSV and them can be given."""
 
 
 def find_ground_truth(folder: str | Path) -> Path:
@@ -75,7 +77,9 @@ def load_isic2018_test(
 ) -> pd.DataFrame:
     """Load the ISIC 2018 Task 3 test images and labels as the shared frame (``source="isic2018"``).
 
-    ``ground_truth_csv`` may be the CSV, a folder holding it, or None to look in ``images_dir``.
+    ``images_dir`` holds the images, or holds them in an ``images/`` (or ``ISIC2018_Task3_Test_Input/``)
+    subfolder beside the CSV. ``ground_truth_csv`` may be the CSV, a folder holding it, or None to look in
+    ``images_dir``.
     lesion_id equals image_id (the test set has no lesion ids). Image checks and ``on_error`` work as in
     :func:`helpers.data.ham10000.load_ham10000`.
     """
@@ -86,7 +90,8 @@ def load_isic2018_test(
     csv_path = find_ground_truth(csv_path) if csv_path.is_dir() else csv_path
     table = read_checked_table(csv_path, CSV_COLUMNS, filled=("image",), unique="image")
     frame = pd.DataFrame({"image_id": table["image"], "dx": _diagnoses(table, csv_path)})
-    frame["image_path"] = locate_images(frame["image_id"], [images_dir])
+    folders = [images_dir, *(images_dir / name for name in IMAGE_SUBFOLDERS if (images_dir / name).is_dir())]
+    frame["image_path"] = locate_images(frame["image_id"], folders)
     frame, report = validate_image_files(
         frame, verify_images=verify_images, decode=decode_images, on_error=on_error, origin=csv_path
     )

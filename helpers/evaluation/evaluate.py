@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from helpers.core import config
-from helpers.core.errors import CheckpointError
+from helpers.core.errors import CheckpointError, DataError
 from helpers.evaluation.calibration import calibrate, expected_calibration_error
 from helpers.evaluation.inference import predict_probabilities
 from helpers.evaluation.metrics import (
@@ -143,6 +143,12 @@ def evaluate_checkpoint(
     reports; calibration (ECE) is measured on the temperature-scaled ones.
     """
     class_names = checked_class_names(metadata)
+    if (evaluation_set.test["malignant"] < 0).any():
+        raise DataError(
+            f"{evaluation_set.description}: unlabelled images cannot be scored.",
+            fix="use a labelled eval set (internal, isic2018, folder); explain or predict unlabelled images "
+            "with notebook 05 or `skinlesion predict`",
+        )
     predict = partial(
         predict_probabilities, model, input_size=metadata["input_size"], batch_size=batch_size, tta=tta
     )

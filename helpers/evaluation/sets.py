@@ -20,7 +20,7 @@ import pandas as pd
 
 from helpers.core import config
 from helpers.core.errors import CheckpointError, DataError
-from helpers.data.folders import drop_ham10000_overlap, load_folder_dataset
+from helpers.data.folders import drop_ham10000_overlap, load_folder_dataset, load_image_folder
 from helpers.data.ham10000 import load_ham10000
 from helpers.data.isic2018 import load_isic2018_test
 from helpers.data.source import resolve_data_root
@@ -28,7 +28,8 @@ from helpers.data.splits import apply_split, load_split
 from helpers.evaluation.metrics import malignant_probability
 from helpers.models.checkpoints import checked_class_names
 
-EVAL_SETS: tuple[str, ...] = ("internal", "isic2018", "folder")
+EVAL_SETS: tuple[str, ...] = ("internal", "isic2018", "folder", "images")
+"""Labelled sets first; ``images`` (a plain folder of images, no labels) can be explained, not scored."""
 
 
 @dataclass(frozen=True)
@@ -56,30 +57,54 @@ def evaluation_set(
     "internal": the test partition of the checkpoint's split on HAM10000 (``data_root``, see
     :func:`helpers.data.source.resolve_data_root`); "isic2018": the ISIC 2018 Task 3 test folder ``path``;
     "folder": a benign/malignant folder set at ``path``, minus images of lesions the model trained or was
-    validated on (when its ``ham10000_crossref.csv`` allows checking). A relative ``path`` is taken from the
-    project root. Images are resized to each checkpoint's own input size when predicted; a checkpoint with
-    another class set raises CheckpointError.
+    validated on (when its ``ham10000_crossref.csv`` allows checking); "images": every image under ``path``,
+    unlabelled. A relative ``path`` is taken from the project root. Images are resized to each checkpoint's
+    own input size when predicted; a checkpoint with another class set raises CheckpointError. A checkpoint
+    trained on its validation (or test) images has no validation (or internal test) partition here.
     """
     checked_class_names(metadata)
     if kind not in EVAL_SETS:
-        raise ValueError(f"eval set must be one of {EVAL_SETS}, not {kind!r}")
+        raise DataError(f"Unknown eval set {kind!r}.", fix=f"use one of {', '.join(EVAL_SETS)}")
     if kind == "internal":
         internal, synthetic = internal_partitions(metadata, data_root)
+        _check_held_out(metadata, "test")
         return EvaluationSet(
             test=partition(internal, "test"),
-            val=partition(internal, "val"),
+            val=_validation(internal, metadata),
             description=f"internal test partition of {Path(metadata['split_file']).name}",
             synthetic=synthetic,
         )
     if not path:
         raise DataError(f"eval set {kind!r} needs the path of its folder", fix="pass path=... (eval_path)")
     internal, synthetic = _internal_if_available(metadata, data_root)
-    val = None if internal is None else partition(internal, "val")
+    val = None if internal is None else _validation(internal, metadata)
     path = config.project_path(path)
     if kind == "isic2018":
         return EvaluationSet(load_isic2018_test(path), val, f"ISIC 2018 Task 3 test set at {path}", synthetic)
+    if kind == "images":
+        return EvaluationSet(load_image_folder(path), val, f"unlabelled images under {path}", synthetic)
     test, note = _unseen_folder_images(load_folder_dataset(path), internal)
     return EvaluationSet(test, val, f"folder set at {path} ({note})", synthetic)
+
+
+def trained_partitions(metadata: dict[str, Any]) -> list[str]:
+    """The partitions of its split a checkpoint was trained on (``train`` unless its sidecar says more)."""
+    return list(metadata.get("trained_on") or ["train"])
+
+
+def _check_held_out(metadata: dict[str, Any], name: str) -> None:
+    if name in trained_partitions(metadata):
+        raise CheckpointError(
+            f"{metadata.get('checkpoint', 'The checkpoint')} was trained on the {name} partition of its "
+            f"split ({', '.join(trained_partitions(metadata))}), so it has no held-out {name} images there.\n"
+            "Fix: evaluate it on an external set: eval_set isic2018 (or folder) with eval_path."
+        )
+
+
+def _validation(internal: pd.DataFrame, metadata: dict[str, Any]) -> pd.DataFrame | None:
+    """The validation partition that tunes the operating point; None when the checkpoint trained on it
+    (its saved operating point, fitted on a run that held it out, is used then)."""
+    return None if "val" in trained_partitions(metadata) else partition(internal, "val")
 
 
 def internal_partitions(
@@ -149,9 +174,8 @@ def _unseen_folder_images(folder: pd.DataFrame, internal: pd.DataFrame | None) -
 
 def class_labels(frame: pd.DataFrame, class_names: Sequence[str]) -> np.ndarray | None:
     """Labels as indices into ``class_names`` (malignant 0/1 for binary models); None if unknown."""
-    if tuple(class_names) == config.BINARY_CLASS_NAMES:
-        return frame["malignant"].to_numpy(dtype=int)
-    labels = frame["label"].to_numpy(dtype=int)
+    column = "malignant" if tuple(class_names) == config.BINARY_CLASS_NAMES else "label"
+    labels = frame[column].to_numpy(dtype=int)
     return labels if (labels >= 0).all() else None
 
 

@@ -5,6 +5,7 @@ explaining examples (``examples``) and scoring heatmaps against lesion masks (``
 from helpers.explain.examples import (
     METHODS,
     explain_examples,
+    has_masks,
     localization_summary,
     save_table,
     score_against_masks,
@@ -17,6 +18,7 @@ __all__ = [
     "METHODS",
     "explain_examples",
     "find_last_conv_layer",
+    "has_masks",
     "gradcam",
     "gradcam_batch",
     "localization_summary",

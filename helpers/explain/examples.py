@@ -23,7 +23,6 @@ from helpers.core import config
 from helpers.core.atomic import atomic_write_text
 from helpers.core.errors import DataError
 from helpers.data.images import read_image_rgb
-from helpers.data.pipeline import frame_labels
 from helpers.evaluation.inference import class_probabilities
 from helpers.explain.heatmaps import ExplainError, gradcam, gradcam_batch, saliency_map
 from helpers.explain.localization import load_mask, localization_table, score_localization
@@ -60,10 +59,12 @@ def _is_binary(probs: np.ndarray, class_names: Sequence[str]) -> bool:
 
 
 def with_predictions(frame: pd.DataFrame, probs: np.ndarray, class_names: Sequence[str]) -> pd.DataFrame:
-    """Copy of ``frame`` with true/predicted class names, the confidence and "correct"/"wrong" per image.
+    """Copy of ``frame`` with true/predicted class names, the confidence, the outcome and the ``group`` an
+    example is shown in ("true mel"; on unlabelled images "predicted mel").
 
     ``probs`` come from :func:`helpers.evaluation.predict_probabilities` (or are a sigmoid's one column).
-    A malignant-vs-benign model predicts malignant when P(malignant) >= 0.5; its truth is ``malignant``.
+    A malignant-vs-benign model predicts malignant when P(malignant) >= 0.5; its truth is ``malignant``. The
+    outcome is "correct"/"wrong" where the truth is known, else "unlabelled".
     """
     probs = np.asarray(probs, dtype=np.float64)
     binary = _is_binary(probs, class_names)
@@ -75,18 +76,31 @@ def with_predictions(frame: pd.DataFrame, probs: np.ndarray, class_names: Sequen
         confidence = np.where(predicted == 1, p_malignant, 1.0 - p_malignant)
     else:
         predicted, confidence = probs.argmax(axis=1), probs.max(axis=1)
-    truth = frame_labels(frame, "binary" if binary else "multiclass").astype(int)
     names = np.asarray(class_names, dtype=object)
-    if truth.max(initial=0) >= len(names):
-        raise ExplainError(f"the frame's labels go beyond the model's classes {list(class_names)}.")
+    truth = _known_truth(frame, binary, len(names))
+    labelled = truth is not None
+    shown = truth if labelled else predicted
     return frame.assign(
-        true_index=truth,
-        true_class=names[truth],
+        true_index=shown,
+        true_class=names[truth] if labelled else "",
         predicted_index=predicted,
         predicted_class=names[predicted],
         confidence=confidence,
-        outcome=np.where(truth == predicted, "correct", "wrong"),
+        outcome=np.where(truth == predicted, "correct", "wrong") if labelled else "unlabelled",
+        group=[f"{'true' if labelled else 'predicted'} {name}" for name in names[shown]],
     )
+
+
+def _known_truth(frame: pd.DataFrame, binary: bool, n_classes: int) -> np.ndarray | None:
+    """Each image's true class index for the model's task, or None when the frame does not know it."""
+    column = "malignant" if binary else "label"
+    values = pd.to_numeric(frame[column], errors="coerce") if column in frame.columns else None
+    if values is None or values.isna().any() or (values < 0).any():
+        return None
+    truth = values.to_numpy(dtype=int)
+    if truth.max(initial=0) >= n_classes:
+        raise ExplainError(f"the frame's labels go beyond the model's {n_classes} classes.")
+    return truth
 
 
 def select_examples(
@@ -97,7 +111,8 @@ def select_examples(
     per_class: int = 2,
     image_ids: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Images to explain: per true class its ``per_class`` most confident correct and wrong predictions.
+    """Images to explain: per true class its ``per_class`` most confident correct and wrong predictions (on
+    unlabelled images: per predicted class its most confident ones).
 
     With ``image_ids`` exactly those images, in that order. Rows carry the :func:`with_predictions` columns.
     """
@@ -106,14 +121,20 @@ def select_examples(
         unknown = sorted(set(image_ids) - set(predictions["image_id"]))
         if unknown:
             raise DataError(
-                f"image_ids {unknown} are not among the {len(frame)} test images of this checkpoint.",
-                fix="pick image ids from the test partition of the checkpoint's split, or pass image_ids=[].",
+                f"image_ids {unknown} are not among the {len(frame)} images of this evaluation set.",
+                fix="pick image ids of the chosen eval_set (the checkpoint's test partition by default), "
+                "or pass image_ids=[].",
             )
         return predictions.set_index("image_id").loc[list(image_ids)].reset_index()
     ranked = predictions.sort_values("confidence", ascending=False, kind="stable")
     chosen = ranked.groupby(["true_index", "outcome"]).head(per_class)
     order = ["true_index", "outcome", "confidence"]
     return chosen.sort_values(order, ascending=[True, True, False], kind="stable").reset_index(drop=True)
+
+
+def has_masks(frame: pd.DataFrame) -> bool:
+    """Whether any image of the frame has a lesion mask to score heatmaps against (HAM10000 has them)."""
+    return "mask_path" in frame.columns and bool(frame["mask_path"].map(_has_path).any())
 
 
 # ---------------------------------------------------------------- heatmaps and figures

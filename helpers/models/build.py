@@ -15,6 +15,7 @@ from pathlib import Path
 from unittest import mock
 
 import keras
+import numpy as np
 from keras import layers
 
 from helpers.core.errors import CheckpointError, DownloadError
@@ -82,7 +83,7 @@ def build_model(
     _check_head_args(task, num_classes, dropout)
     _check_input_size(arch, input_size, spec.min_size)
     inputs = keras.Input(shape=(*input_size, 3), name="image")
-    x = _preprocessing(spec.preprocessing)(inputs) if spec.preprocessing != "builtin" else inputs
+    x = preprocessing_layer(spec.preprocessing)(inputs) if spec.preprocessing != "builtin" else inputs
     if spec.application is None:
         _check_scratch_weights(arch, weights)
         x = _SCRATCH_BUILDERS[arch](x)
@@ -128,12 +129,17 @@ def _check_scratch_weights(arch: str, weights: str | Path | None) -> None:
         )
 
 
-def _preprocessing(mode: str) -> layers.Layer:
-    """The backbone's ``preprocess_input`` as one serialisable Rescaling layer (RGB channel order).
+def preprocessing_layer(mode: str) -> layers.Layer:
+    """A ``preprocess_input`` of keras.applications as one serialisable built-in layer named ``preprocess``.
 
-    "caffe" subtracts the ImageNet mean in RGB order; :func:`_application_output` flips the first
-    convolution's input channels instead of flipping the image to BGR.
+    "tf" maps 0..255 to [-1, 1]; "torch" to ImageNet mean/std units; "unit" to [0, 1]; "caffe" subtracts the
+    ImageNet mean in RGB order (:func:`_application_output` then flips the first convolution's input channels
+    instead of flipping the image to BGR); "caffe_bgr" does what Keras's own caffe ``preprocess_input`` does,
+    RGB to BGR and the BGR mean subtracted, as a fixed 1x1 convolution (exact: weights 0 and 1), for models
+    trained with it outside.
     """
+    if mode == "caffe_bgr":
+        return _bgr_mean_subtraction()
     if mode == "tf":
         return layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")
     if mode == "torch":
@@ -145,6 +151,15 @@ def _preprocessing(mode: str) -> layers.Layer:
     if mode == "unit":
         return layers.Rescaling(1.0 / 255.0, name="preprocess")
     raise ValueError(f"Unknown preprocessing mode {mode!r}")
+
+
+def _bgr_mean_subtraction() -> layers.Layer:
+    """A frozen 1x1 convolution computing BGR - mean(BGR) from RGB input (built, weights set)."""
+    layer = layers.Conv2D(3, 1, name="preprocess", trainable=False)
+    layer.build((None, None, None, 3))
+    permutation = np.eye(3, dtype=np.float32)[::-1].reshape(1, 1, 3, 3)
+    layer.set_weights([permutation, -np.array(_CAFFE_MEAN_RGB[::-1], dtype=np.float32)])
+    return layer
 
 
 def _application_output(

@@ -12,8 +12,7 @@ import importlib.metadata
 import json
 import logging
 import re
-import subprocess
-import warnings
+import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,16 @@ import numpy as np
 from helpers.core import config
 from helpers.core.atomic import atomic_path, atomic_write_text
 from helpers.core.provenance import git_commit, package_version
+from helpers.models.legacy import is_keras2_file, keras_version, load_keras2_model
 from helpers.core.errors import CheckpointError
 
 CHECKPOINT_SUFFIX = ".h5"
+MODEL_SUFFIXES: tuple[str, ...] = (".h5", ".keras")
+"""Model files accepted wherever a checkpoint is: this project's ``.h5`` and Keras 3's native ``.keras``."""
+
+
+class ForeignCheckpointError(CheckpointError):
+    """A model file from elsewhere, without the sidecar that says its classes, input and preprocessing."""
 
 
 def checkpoint_name(arch: str, version: int, epoch: int, val_metric: float) -> str:
@@ -108,8 +114,10 @@ def _provenance() -> dict[str, Any]:
 
 
 def _check_matches_model(record: dict[str, Any], model: keras.Model, path: Path) -> None:
-    expected_units = 1 if record["task"] == "binary" else len(record["class_names"])
-    if model.output_shape[-1] != expected_units:
+    """A binary model outputs P(malignant) (one sigmoid) or [P(benign), P(malignant)]; a multiclass model
+    one value per class."""
+    expected_units = {1, 2} if record["task"] == "binary" else {len(record["class_names"])}
+    if model.output_shape[-1] not in expected_units:
         raise CheckpointError(
             f"Metadata for {path} says task={record['task']!r} with {len(record['class_names'])} classes, "
             f"but the model outputs {model.output_shape[-1]} values.\n"
@@ -143,30 +151,88 @@ def _quiet_legacy_format_warning() -> Iterator[None]:
 
 
 def load_checkpoint(path: str | Path) -> tuple[keras.Model, dict[str, Any]]:
-    """Load a ``.h5`` model (uncompiled, safe mode) and its sidecar metadata.
+    """Load a project checkpoint, ``.h5`` or ``.keras`` (uncompiled, safe mode), and its sidecar metadata.
 
-    Without a sidecar (a model from elsewhere) the metadata is inferred from the model, with a warning.
+    A model file without a sidecar (from elsewhere) is refused with a :class:`ForeignCheckpointError` saying
+    what ``skinlesion adopt`` needs to make it a checkpoint: its class order and preprocessing are unknown,
+    and a guess would give confident wrong answers.
     """
     path = Path(path)
-    _check_keras_h5(path)
+    check_model_file(path)
+    metadata = read_metadata(path)
+    if metadata is None:
+        raise ForeignCheckpointError(foreign_checkpoint_message(path))
+    model = load_model_file(path)
+    _check_matches_model(metadata, model, path)
+    metadata["checkpoint"] = str(path)
+    return model, metadata
+
+
+def load_model_file(path: str | Path) -> keras.Model:
+    """The Keras model stored in an ``.h5`` or ``.keras`` file, whichever Keras saved it (Keras 2 files are
+    converted, see :mod:`helpers.models.legacy`); CheckpointError naming the problem and the fix."""
+    path = Path(path)
+    check_model_file(path)
+    if path.suffix == ".h5" and is_keras2_file(path):
+        return load_keras2_model(path)
     try:
-        model = keras.models.load_model(path, compile=False, safe_mode=True)
+        return keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as error:
         raise CheckpointError(
             f"Could not rebuild the Keras model stored in {path}: {error}\n"
-            "Fix: the file may come from an incompatible Keras version or use custom layers; re-save it with "
-            "helpers.models.checkpoints.save_checkpoint from a model built by helpers.models.build_model."
+            "Fix: the file may use custom layers or Python code (Lambda layers are refused in safe mode); "
+            "rebuild it from built-in layers, or re-save it with helpers.models.save_checkpoint."
         ) from error
-    metadata = read_metadata(path)
-    if metadata is None:
-        metadata = infer_metadata(model)
-        warnings.warn(
-            f"No sidecar {sidecar_path(path).name} beside {path}: assuming task={metadata['task']!r} with "
-            f"classes {metadata['class_names']} from the model's output width.",
-            stacklevel=2,
+
+
+def foreign_checkpoint_message(path: Path) -> str:
+    """Why a model file without a sidecar is not used as it is, what it reveals, and the adopt command."""
+    facts, example = _model_facts(path)
+    return (
+        f"{path} is not a checkpoint of this project (no sidecar {sidecar_path(path).name} beside it). "
+        f"{facts} The order of its classes and the preprocessing it expects (x / 255, "
+        "preprocess_input, ...) are not recorded, so its predictions would be a guess.\n"
+        "Fix: adopt it once; that checks the model, moves the preprocessing inside it and records where it "
+        f"came from:\n  skinlesion adopt {path} {example}"
+    )
+
+
+def _model_facts(path: Path) -> tuple[str, str]:
+    """What a foreign model file tells about itself, and the adopt options it suggests."""
+    options = "--preprocessing rescale|mobilenet_v2|resnet50|densenet|efficientnet|inception|vgg|none"
+    try:
+        model = load_model_file(path)
+    except CheckpointError as error:
+        first_line = str(error).splitlines()[0]
+        return f"It could not be opened either: {first_line}", f"--task multiclass|binary {options}"
+    width = model.outputs[0].shape[-1]
+    height, side = model.inputs[0].shape[1:3]
+    size = f"{height} {side}" if height and side else "H W"
+    saved_by = f"Saved by Keras {keras_version(path)}, it" if path.suffix == ".h5" else "It"
+    facts = f"{saved_by} outputs {width} value(s) per image and takes {height or 'any'}x{side or 'any'} images."
+    if width == 1:
+        task = "--task binary"
+    else:
+        task = f"--task {'binary' if width == 2 else 'multiclass'} --classes NAME ... (its {width} outputs in order)"
+    return facts, f"{task} {options} --input-size {size}"
+
+
+def check_model_file(path: Path) -> None:
+    """Raise a CheckpointError naming the problem and the fix unless ``path`` is a readable Keras model file
+    (``.h5``: HDF5 with a model; ``.keras``: Keras 3's zip archive)."""
+    if not path.is_file():
+        raise CheckpointError(
+            f"Checkpoint not found: {path}\n"
+            "Fix: check the path; helpers.models.list_checkpoints(models_dir) lists the saved ones."
         )
-    metadata["checkpoint"] = str(path)
-    return model, metadata
+    if path.suffix == ".keras":
+        if not zipfile.is_zipfile(path):
+            raise CheckpointError(
+                f"{path} is not a Keras 3 .keras archive (not a zip file: truncated, or another file renamed?)"
+                "\nFix: copy the file again, or export it again with `skinlesion export --format keras`."
+            )
+        return
+    _check_keras_h5(path)
 
 
 def _check_keras_h5(path: Path) -> None:
@@ -179,7 +245,7 @@ def _check_keras_h5(path: Path) -> None:
     if not h5py.is_hdf5(path):
         raise CheckpointError(
             f"{path} is not an HDF5 file, so not a Keras .h5 model (an image or other file renamed?)\n"
-            "Fix: point to the .h5 file written by save_checkpoint or keras model.save('model.h5')."
+            "Fix: point to a .h5 or .keras file written by save_checkpoint or keras model.save(...)."
         )
     try:
         with h5py.File(path, "r") as file:
@@ -207,7 +273,7 @@ def read_metadata(path: str | Path) -> dict[str, Any] | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CheckpointError(
             f"Checkpoint sidecar {sidecar} is unreadable: {error}\n"
-            "Fix: delete the broken .json (the model then loads with inferred metadata) or restore it."
+            "Fix: restore the .json from a copy, or adopt the model file again (skinlesion adopt)."
         ) from error
 
 

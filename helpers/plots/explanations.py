@@ -57,7 +57,7 @@ def plot_examples(
             axis.set_ylabel("y (pixels)", fontsize=7)
             axis.tick_params(labelsize=6)
         axes_row[0].set_title(
-            f"{row.image_id} ({row.outcome})\ntrue {row.true_class}, predicted {row.predicted_class} "
+            f"{row.image_id} ({row.outcome})\ntrue {row.true_class or '?'}, predicted {row.predicted_class} "
             f"p={row.confidence:.2f}",
             fontsize=8,
         )
