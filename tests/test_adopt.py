@@ -290,7 +290,8 @@ def test_notebooks_04_and_05_on_an_adopted_checkpoint(adopted_7class, shared_dir
     from helpers.runs.runner import run_notebooks
 
     monkeypatch.setenv("SKINLESION_ROOT", str(tmp_path))  # the kernels write figures/ and Tracking.md here
-    external = _external_subset(shared_dir / "data" / "ISIC2018_Task3_external_val", tmp_path / "external", 70)
+    source = shared_dir / "data" / "ISIC2018_Task3_external_val"
+    external = _external_subset(source, tmp_path / "external", 70)
     overrides = {
         "checkpoints": [str(adopted_7class)],
         "checkpoint": str(adopted_7class),
