@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from sklearn.metrics import balanced_accuracy_score
 
-from helpers.core.errors import DataError, SkinLesionError
+from helpers.core.errors import CheckpointError, DataError, SkinLesionError
 from helpers.data.demo import make_demo_dataset
 from helpers.data.ham10000 import load_ham10000
 from helpers.data.pipeline import load_image_array
@@ -309,3 +309,24 @@ def test_time_budget_stops_after_the_epoch_that_would_overrun_and_skips_fine_tun
     assert result.checkpoint_path.is_file()
     unlimited = train(replace(config, time_budget_s=None, epochs=2, fine_tune_epochs=0), frame)
     assert unlimited.history["epoch"] == [1, 2]
+
+
+def test_training_on_every_partition_keeps_the_last_epoch(frame, tmp_path) -> None:
+    from helpers.evaluation.sets import evaluation_set
+    from helpers.models.checkpoints import best_checkpoint, load_checkpoint
+
+    config = tiny_config(tmp_path, epochs=3, patience=1, train_partitions=["train", "val", "test"])
+    assert config.keeps_last_epoch and len(training_frames(frame, config)["train"]) == len(frame)
+    result = train(config, frame)
+    model, metadata = load_checkpoint(result.checkpoint_path)
+    assert metadata["epoch"] == 3 and metadata["trained_on"] == ["train", "val", "test"]  # no early stop
+    with pytest.raises(CheckpointError, match="no checkpoint|No checkpoint"):
+        best_checkpoint(config.models_dir)  # its validation score is not held out: never "the best"
+    metadata["split_file"] = "any.csv"
+    with pytest.raises(CheckpointError, match="no held-out test images"):
+        evaluation_set("internal", metadata=metadata)
+
+
+def test_train_partitions_must_include_train() -> None:
+    with pytest.raises(SkinLesionError, match="train_partitions"):
+        TrainConfig(train_partitions=["val"])

@@ -66,8 +66,8 @@ def evaluation_set(
     if kind not in EVAL_SETS:
         raise DataError(f"Unknown eval set {kind!r}.", fix=f"use one of {', '.join(EVAL_SETS)}")
     if kind == "internal":
-        internal, synthetic = internal_partitions(metadata, data_root)
         _check_held_out(metadata, "test")
+        internal, synthetic = internal_partitions(metadata, data_root)
         return EvaluationSet(
             test=partition(internal, "test"),
             val=_validation(internal, metadata),

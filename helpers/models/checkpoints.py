@@ -294,12 +294,14 @@ def _h5_files(models_dir: str | Path) -> list[Path]:
 
 
 def best_checkpoint(models_dir: str | Path, task: str | None = None) -> Path:
-    """The checkpoint whose sidecar records the highest ``val_metric`` (for ``task`` when given)."""
+    """The checkpoint whose sidecar records the highest ``val_metric`` (for ``task`` when given); checkpoints
+    trained on their validation images have no held-out score and are never chosen."""
     scored = []
     for path in list_checkpoints(models_dir, task):
-        metric = (read_metadata(path) or {}).get("val_metric")
-        if metric is not None:
-            scored.append((float(metric), path))
+        metadata = read_metadata(path) or {}
+        held_out = "val" not in metadata.get("trained_on", ["train"])
+        if metadata.get("val_metric") is not None and held_out:
+            scored.append((float(metadata["val_metric"]), path))
     if not scored:
         for_task = f" for task {task!r}" if task else ""
         raise CheckpointError(

@@ -202,7 +202,8 @@ class BestCheckpoint(keras.callbacks.Callback):
 
     One run keeps only its best file: a better epoch replaces the previous best of the SAME run and
     version; files of other versions are never touched. ``model_to_save`` is the full image model when
-    the fitted model is only its head (cached-features path).
+    the fitted model is only its head (cached-features path). ``keep_last`` saves every epoch instead (the
+    last one is kept), for runs that train on their validation images.
     """
 
     def __init__(
@@ -214,8 +215,10 @@ class BestCheckpoint(keras.callbacks.Callback):
         arch: str,
         metadata: dict,
         model_to_save: keras.Model | None = None,
+        keep_last: bool = False,
     ):
         super().__init__()
+        self.keep_last = keep_last
         self.state = state
         self.monitor = monitor
         self.models_dir = Path(models_dir)
@@ -230,7 +233,7 @@ class BestCheckpoint(keras.callbacks.Callback):
             raise SkinLesionError(
                 f"{self.monitor!r} is not in the epoch logs: put ValidationMetric before BestCheckpoint"
             )
-        if self.state.best_metric is not None and not value > self.state.best_metric:
+        if not self.keep_last and self.state.best_metric is not None and not value > self.state.best_metric:
             return
         model = self.model_to_save or self.model
         path = self.models_dir / checkpoint_name(self.arch, self.state.version, epoch + 1, value)

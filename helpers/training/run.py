@@ -69,12 +69,13 @@ class TrainResult:
 
 
 def training_frames(frame: pd.DataFrame, config: TrainConfig) -> dict[str, pd.DataFrame]:
-    """The ``train`` and ``val`` partitions of ``frame``, each capped at ``config.max_images``, stratified."""
+    """The training images (the ``train_partitions``) and the ``val`` partition of ``frame``, each capped at
+    ``config.max_images``, stratified."""
     if "partition" not in frame.columns:
         raise DataError("the frame has no 'partition' column", fix="split it with helpers.data.split_dataset")
     parts = {}
-    for name in ("train", "val"):
-        part = frame[frame["partition"] == name]
+    for name, partitions in (("train", config.train_partitions), ("val", ("val",))):
+        part = frame[frame["partition"].isin(partitions)]
         if part.empty:
             raise DataError(f"the frame has no '{name}' images", fix="check the split assignment")
         if config.max_images is not None and len(part) > config.max_images:
@@ -156,6 +157,7 @@ class TrainingRun:
             arch=config.arch,
             metadata=self._metadata(data_description),
             model_to_save=self.model,
+            keep_last=config.keeps_last_epoch,
         )
         self._images: dict[str, np.ndarray] = {}
 
@@ -225,6 +227,7 @@ class TrainingRun:
             "split_file": None if self.split_file is None else str(Path(self.split_file).resolve()),
             "data_description": data_description,
             "train_images": len(self.frames["train"]),
+            "trained_on": list(config.train_partitions),
             "val_images": len(self.frames["val"]),
         }
 
@@ -382,12 +385,11 @@ class TrainingRun:
     def _callbacks(self, phase: int) -> list[keras.callbacks.Callback]:
         """Everything after ValidationMetric, in the order that lets each read what the previous wrote."""
         config, monitor = self.config, self.config.monitored
-        callbacks = [
-            RecordHistory(self.state, phase),
-            self.best,
-            keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=config.patience),
-        ]
-        if config.lr_schedule == "plateau":
+        callbacks = [RecordHistory(self.state, phase), self.best]
+        if not config.keeps_last_epoch:
+            stopping = keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=config.patience)
+            callbacks.append(stopping)
+        if config.lr_schedule == "plateau" and not config.keeps_last_epoch:
             patience = max(1, config.patience // 2)
             callbacks.append(
                 keras.callbacks.ReduceLROnPlateau(

@@ -22,6 +22,7 @@ from helpers.core.config import TASKS
 from helpers.core.errors import SkinLesionError
 from helpers.data.augment import AUGMENT_MODES
 from helpers.data.source import DataSource
+from helpers.data.splits import PARTITIONS
 from helpers.models.build import ARCHITECTURES, build_model
 from helpers.training.callbacks import MONITORED_METRICS
 from helpers.training.losses import CLASS_WEIGHT_MODES, task_loss
@@ -64,6 +65,10 @@ class TrainConfig:
     A seed fixes initial weights, shuffling, sampling and augmentation; ``deterministic=True`` also makes
     TensorFlow ops deterministic (process-wide, slower), which bit-identical reruns with ``augment`` need
     because the pipeline's parallel augmentation may hand over batches in a different order.
+    ``train_partitions`` adds partitions to the training data, e.g. ``["train", "val", "test"]`` for a model
+    released after its recipe was validated: with ``val`` among them the validation score is no longer held
+    out, so the LAST epoch is kept (no best-epoch selection, no early stopping) and the sidecar records
+    ``trained_on``; such checkpoints are never "the best" of a folder and are evaluated externally only.
     ``ema_momentum`` keeps an exponential moving average of the weights in the fine-tuning phase (and for
     the from-scratch CNNs; not for a new head, whose average would lag behind its fast start); validation,
     selection and checkpoints then use the averaged weights, which smooths the epoch-to-epoch noise of a
@@ -104,6 +109,7 @@ class TrainConfig:
     cache_features: bool = True
     max_images: int | None = None
     deterministic: bool = False
+    train_partitions: tuple[str, ...] = ("train",)
 
     def __post_init__(self) -> None:
         self._coerce_numbers()
@@ -115,6 +121,7 @@ class TrainConfig:
         """Accept numbers written as text (YAML reads ``1e-3`` as a string) and input_size as a list."""
         try:
             self.input_size = tuple(int(side) for side in self.input_size)
+            self.train_partitions = tuple(self.train_partitions)
             for field in fields(self):
                 kind = _NUMBER_TYPES.get(str(field.type))
                 if kind is not None and isinstance(getattr(self, field.name), str):
@@ -145,6 +152,10 @@ class TrainConfig:
             (self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {LR_SCHEDULES}"),
             (self.time_budget_s is None or self.time_budget_s > 0, "time_budget_s must be None or > 0"),
             (self.patience >= 1, "patience must be >= 1"),
+            (
+                "train" in self.train_partitions and set(self.train_partitions) <= set(PARTITIONS),
+                f"train_partitions must include 'train' and name only {PARTITIONS}",
+            ),
             (self.max_images is None or self.max_images >= 2, "max_images must be None or >= 2"),
             (
                 self.monitor_metric is None or self.monitor_metric in MONITORED_METRICS.get(self.task, ()),
@@ -186,6 +197,11 @@ class TrainConfig:
         """The loss these settings describe: the task's cross-entropy, label-smoothed if asked."""
         return task_loss(self.task, self.label_smoothing)
 
+    @property
+    def keeps_last_epoch(self) -> bool:
+        """True when the validation partition is trained on: its score cannot select an epoch then."""
+        return "val" in self.train_partitions
+
     def for_learning_rate(self, lr: float) -> TrainConfig:
         """These settings with phase-1 learning rate ``lr``, as one run of a sweep: run name
         ``{name}_lr{lr:g}``, its own checkpoint version."""
@@ -200,6 +216,7 @@ class TrainConfig:
         """The config as a plain JSON-friendly dict (for checkpoint sidecars and the tracking table)."""
         params = asdict(self)
         params["input_size"] = list(self.input_size)
+        params["train_partitions"] = list(self.train_partitions)
         return params
 
     @property
