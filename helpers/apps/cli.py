@@ -119,10 +119,17 @@ def _split(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_model_option(parser: argparse.ArgumentParser) -> None:
+    """--model: a checkpoint (.h5 or .keras); by default the best trained here, else the released one."""
+    parser.add_argument(
+        "--model", type=Path, metavar="CKPT", help="checkpoint (default: the best trained here, else the release)"
+    )
+
+
 def _configure_predict(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="image files to classify")
     parser.add_argument("--image-dir", type=Path, metavar="DIR", help="classify every image file under DIR")
-    parser.add_argument("--model", type=Path, required=True, metavar="CKPT.h5", help="checkpoint to use")
+    _add_model_option(parser)
     parser.add_argument("--output", type=Path, default=Path("predictions.csv"), help="CSV to write")
     parser.add_argument("--batch-size", type=int, default=32)
 
@@ -134,7 +141,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _configure_export(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", type=Path, metavar="CKPT.h5", help="checkpoint (default: best in models/)")
+    _add_model_option(parser)
     parser.add_argument(
         "--format", default="savedmodel", help="savedmodel (TF Serving, default), keras, onnx, tflite"
     )
@@ -149,7 +156,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _configure_demo(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", type=Path, metavar="CKPT.h5", help="checkpoint (default: best in models/)")
+    _add_model_option(parser)
     parser.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1 (default: 7860)")
 
 

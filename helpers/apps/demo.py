@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 import keras
 import numpy as np
 
-from helpers.core import config
 from helpers.core.config import BINARY_CLASS_NAMES, CLASS_DESCRIPTIONS
 from helpers.core.errors import SkinLesionError
 from helpers.core.extras import import_extra
@@ -27,7 +26,7 @@ from helpers.evaluation.operating_point import (
     saved_operating_point,
 )
 from helpers.explain.heatmaps import gradcam, overlay
-from helpers.models.checkpoints import best_checkpoint, checked_class_names, load_checkpoint
+from helpers.models.checkpoints import checked_class_names, load_checkpoint, resolve_checkpoint
 
 if TYPE_CHECKING:
     import gradio
@@ -168,9 +167,9 @@ def launch(app: gradio.Blocks, port: int = DEFAULT_PORT, *, block: bool = True) 
 
 
 def demo_command(args: argparse.Namespace) -> int:
-    """``skinlesion demo``: serve the page for ``--model`` (default: the best checkpoint in models/) on
-    127.0.0.1 until interrupted."""
-    checkpoint = args.model or best_checkpoint(config.MODELS_DIR)
+    """``skinlesion demo``: serve the page for ``--model`` (default: the best checkpoint trained here, else
+    the released one) on 127.0.0.1 until interrupted."""
+    checkpoint = args.model or resolve_checkpoint()
     print(f"Loading {checkpoint} ... (research use only, not for diagnosis)")
     launch(build_app(checkpoint), args.port)
     return 0

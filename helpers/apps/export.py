@@ -33,7 +33,7 @@ from helpers.evaluation.metrics import balanced_accuracy
 from helpers.evaluation.operating_point import operating_point_path
 from helpers.evaluation.sets import class_labels, internal_partitions, partition
 from helpers.models.adopt import parity_images
-from helpers.models.checkpoints import best_checkpoint, checked_class_names, load_checkpoint, sidecar_path
+from helpers.models.checkpoints import checked_class_names, load_checkpoint, resolve_checkpoint, sidecar_path
 
 FORMATS: tuple[str, ...] = ("savedmodel", "keras", "onnx", "tflite")
 QUANTIZATIONS: tuple[str, ...] = ("float16", "int8")
@@ -317,7 +317,7 @@ def export_command(args: argparse.Namespace) -> int:
     path, its size, the parity with the Keras model on PARITY_IMAGES images (internal test images when the
     checkpoint has a split, else any images found: parity needs no labels) and, with a split, the
     balanced-accuracy change on up to EVAL_IMAGES test images (what quantization costs)."""
-    checkpoint = args.model or best_checkpoint(config.MODELS_DIR)
+    checkpoint = args.model or resolve_checkpoint()
     path = export_model(checkpoint, args.format, out_dir=args.out, quantize=args.quantize)
     kind = f"{args.format} ({args.quantize})" if args.quantize else args.format
     print(f"Exported {kind} -> {path} ({size_mb(path):.2f} MB)")

@@ -14,6 +14,7 @@ from helpers.core.errors import DataError
 from helpers.data.images import IMAGE_SUFFIXES
 from helpers.evaluation.inference import predict_images
 from helpers.evaluation.operating_point import saved_operating_point
+from helpers.models.checkpoints import resolve_checkpoint
 
 
 def image_paths(images: Sequence[str | Path], image_dir: str | Path | None) -> list[Path]:
@@ -59,9 +60,9 @@ def predict_command(args: argparse.Namespace) -> int:
     """``skinlesion predict``: predict images or a folder, write the CSV, print a summary; exit 0 even if
     some images failed (the summary counts them)."""
     paths = image_paths(args.images, args.image_dir)
-    table = predict_images(
-        args.model, paths, batch_size=args.batch_size, progress=len(paths) > args.batch_size
-    )
+    checkpoint = args.model or resolve_checkpoint()
+    progress = len(paths) > args.batch_size
+    table = predict_images(checkpoint, paths, batch_size=args.batch_size, progress=progress)
     output = write_predictions(table, args.output)
-    print(f"{summary_line(table, saved_operating_point(args.model)['threshold'])} -> {output}")
+    print(f"{summary_line(table, saved_operating_point(checkpoint)['threshold'])} -> {output}")
     return 0

@@ -35,6 +35,8 @@ CLASS_DESCRIPTIONS: dict[str, str] = {
 PROJECT_ROOT: Path = Path(os.environ.get("SKINLESION_ROOT", Path(__file__).resolve().parents[2])).resolve()
 DATA_DIR: Path = PROJECT_ROOT / "data"
 MODELS_DIR: Path = PROJECT_ROOT / "models"
+RELEASE_DIR: Path = Path(__file__).resolve().parents[2] / "models" / "release"
+"""The released checkpoints, committed with the code (so found beside it, wherever SKINLESION_ROOT points)."""
 FIGURES_DIR: Path = PROJECT_ROOT / "figures"
 RUNS_DIR: Path = PROJECT_ROOT / "runs"
 CONFIGS_DIR: Path = PROJECT_ROOT / "configs"

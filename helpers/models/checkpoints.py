@@ -97,7 +97,7 @@ def save_checkpoint(model: keras.Model, path: str | Path, metadata: dict[str, An
     atomic_write_text(sidecar_path(path), json.dumps(record, indent=2, default=_json_default))
     try:
         with atomic_path(path) as tmp, _quiet_legacy_format_warning():
-            model.save(tmp)
+            model.save(tmp, include_optimizer=False)  # for inference; resume uses its own snapshots
     except BaseException:
         sidecar_path(path).unlink(missing_ok=True)
         raise
@@ -315,11 +315,17 @@ def resolve_checkpoint(
     path: str | Path = "", task: str | None = None, models_dir: str | Path | None = None
 ) -> Path:
     """The checkpoint at ``path`` (a relative path from the project root), or the best checkpoint (for
-    ``task`` when given) in ``path`` if it is a folder, or in ``models_dir`` (default models/) if empty."""
+    ``task`` when given) in ``path`` if it is a folder. Empty: the best one trained here (in ``models_dir``,
+    default models/), else the released checkpoint of models/release/, so a fresh clone works untrained."""
     if str(path):
         path = config.project_path(path)
         return best_checkpoint(path, task) if path.is_dir() else path
-    return best_checkpoint(config.MODELS_DIR if models_dir is None else models_dir, task)
+    try:
+        return best_checkpoint(config.MODELS_DIR if models_dir is None else models_dir, task)
+    except CheckpointError:
+        if not list_checkpoints(config.RELEASE_DIR, task):
+            raise
+        return list_checkpoints(config.RELEASE_DIR, task)[-1]
 
 
 def checked_class_names(metadata: dict[str, Any]) -> tuple[str, ...]:
