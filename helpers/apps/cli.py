@@ -122,7 +122,7 @@ def _split(args: argparse.Namespace) -> int:
 def _add_model_option(parser: argparse.ArgumentParser) -> None:
     """--model: a checkpoint (.h5 or .keras); by default the best trained here, else the released one."""
     parser.add_argument(
-        "--model", type=Path, metavar="CKPT", help="checkpoint (default: the best trained here, else the release)"
+        "--model", type=Path, metavar="CKPT", help="checkpoint (default: best trained here, else the release)"
     )
 
 
