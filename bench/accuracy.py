@@ -9,6 +9,11 @@ on the internal test partition and on the external ISIC 2018 test images when th
 ``bench/results/accuracy-<date>.json`` and a row in ``Tracking.md``.
 
     uv run python bench/accuracy.py [--budget-minutes 60] [--data auto|demo|FOLDER] [--set NAME VALUE]
+
+``--release RUN.json`` trains the released model instead: the same recipe on EVERY partition of HAM10000 for
+the number of epochs that validation run selected (no held-out internal images remain, so it is scored on
+the external set only), with that run's validation-fitted operating point, saved to ``models/release/``.
+``--figures DIR`` also writes the training curves and the confusion matrices as SVG (no dataset images).
 """
 
 from __future__ import annotations
@@ -27,7 +32,13 @@ from helpers.core.atomic import atomic_write_text
 from helpers.core.provenance import git_commit
 from helpers.data import resolve_data_root, split_dataset
 from helpers.evaluation import evaluate_checkpoint, evaluation_set, per_class_table
+from helpers.evaluation.operating_point import operating_point_path
+from helpers.evaluation.sets import trained_partitions
 from helpers.models import load_checkpoint
+from helpers.models.checkpoints import read_metadata
+from helpers.plots import apply_style, save_figure
+from helpers.plots.evaluation import confusion_matrix_figure
+from helpers.plots.training import plot_training_curves
 from helpers.runs import append_run, run_label
 from helpers.runs.params import load_run_config, parse_literal
 from helpers.training import config_from_notebook, train
@@ -81,22 +92,53 @@ def evaluate(checkpoint: Path, data_root: Path, external: Path | None, n_bootstr
     """Scores of the checkpoint on the internal test partition and the external set, single view and with
     flip TTA; the operating point saved beside it is the single-view one that ``skinlesion predict`` uses."""
     model, metadata = load_checkpoint(checkpoint)
-    sets = {"internal": evaluation_set("internal", metadata=metadata, data_root=data_root)}
+    sets = {}
+    if "test" not in trained_partitions(metadata):
+        sets["internal"] = evaluation_set("internal", metadata=metadata, data_root=data_root)
     if external is not None:
         sets["external"] = evaluation_set("isic2018", metadata=metadata, data_root=data_root, path=external)
     scores = {}
     for name, chosen in sets.items():
         for tta in (True, False):
+            held_out_val = chosen.val is not None
             result = evaluate_checkpoint(
-                model, metadata, chosen, tta=tta, n_bootstrap=n_bootstrap, save=not tta
+                model, metadata, chosen, tta=tta, n_bootstrap=n_bootstrap, save=held_out_val and not tta
             )
             scores[f"{name}{'_tta' if tta else ''}"] = scored(result)
     return scores
 
 
+def release_settings(training: dict, validation_run: dict) -> dict:
+    """The recipe's training parameters for the released model: every partition, and as many fine-tuning
+    epochs as the validation run's selected epoch had (its cosine schedule shortened to end there)."""
+    head_epochs = int(validation_run["config"]["epochs"])
+    selected = int(validation_run["selected_epoch"])
+    return {
+        **training,
+        "train_partitions": ["train", "val", "test"],
+        "fine_tune_epochs": max(1, selected - head_epochs),
+        "run_name": f"{validation_run['config']['run_name']}_release",
+    }
+
+
+def publish_release(checkpoint: Path, validation_checkpoint: Path, name: str) -> Path:
+    """Move the all-data checkpoint to ``models/release/<name>.h5`` with its sidecar and the validation
+    run's operating point (fitted on validation images the released model has since trained on)."""
+    target = config.RELEASE_DIR / f"{name}.h5"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in (".h5", ".json"):
+        checkpoint.with_suffix(suffix).replace(target.with_suffix(suffix))
+    point = operating_point_path(validation_checkpoint).read_text(encoding="utf-8")
+    atomic_write_text(operating_point_path(target), point.replace(validation_checkpoint.name, target.name))
+    return target
+
+
 def run(args: argparse.Namespace) -> dict:
     """Train the recipe within the budget, evaluate its best checkpoint and return the JSON-ready record."""
     name, data_params, training = recipe_parameters(args.config, args.set)
+    validation_run = json.loads(args.release.read_text()) if args.release else None
+    if validation_run is not None:
+        training = release_settings(training, validation_run)
     source = resolve_data_root(args.data or data_params.get("data_root", "auto"))
     frame, split_file = split_dataset(
         source,
@@ -110,7 +152,11 @@ def run(args: argparse.Namespace) -> dict:
     result = train(settings, frame, split_file=split_file, data_description=source.description)
     started = time.perf_counter()
     external = None if source.is_demo else external_folder(args.external)
-    metrics = evaluate(result.checkpoint_path, source.root, external, args.n_bootstrap)
+    checkpoint = result.checkpoint_path
+    if validation_run is not None:
+        validated = Path(validation_run["checkpoint"])
+        checkpoint = publish_release(checkpoint, validated, f"{name}_{settings.arch}")
+    metrics = evaluate(checkpoint, source.root, external, args.n_bootstrap)
     return {
         "benchmark": "accuracy",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -125,14 +171,16 @@ def run(args: argparse.Namespace) -> dict:
         "train_images_per_s": round(result.images_per_s, 2),
         "epochs_run": len(result.history.get("epoch", [])),
         "best_val_metric": {result.monitored: result.best_metric},
-        "checkpoint": str(result.checkpoint_path),
+        "checkpoint": str(checkpoint),
+        "selected_epoch": read_metadata(checkpoint)["epoch"],
+        "release_of": None if validation_run is None else str(args.release),
         "git_commit": git_commit(),
         "recipe_file": str(args.config),
         "config": settings.to_params(),
         "history": result.history,
         "metrics": metrics,
         "headline": HEADLINE,
-        "targets_met": {
+        "targets_met": {  # a release (trained on every partition) is scored externally only
             key: {metric: _point(metrics[key][metric]) >= value for metric, value in targets.items()}
             for key, targets in TARGETS.items()
             if key in metrics
@@ -162,6 +210,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar=("NAME", "VALUE"),
         help="override a training parameter, e.g. --set fine_tune_epochs 8 (YAML literal)",
     )
+    parser.add_argument(
+        "--release", type=Path, default=None, metavar="RUN.json", help="train the released model (see above)"
+    )
+    parser.add_argument("--figures", type=Path, default=None, metavar="DIR", help="also write SVG figures")
     parser.add_argument("--output", type=Path, default=None, help="default bench/results/accuracy-DATE.json")
     parser.add_argument("--tracking", type=Path, default=None, help="default Tracking.md (one row per run)")
     return parser.parse_args(argv)
@@ -181,8 +233,27 @@ def main(argv: list[str] | None = None) -> Path:
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output, json.dumps(record, indent=2, default=_json_value) + "\n")
     track(record, output, args.tracking)
+    if args.figures is not None:
+        for path in write_figures(record, args.figures):
+            print(f"Saved {path}")
     print(f"Saved {output}")
     return output
+
+
+def write_figures(record: dict, folder: Path) -> list[Path]:
+    """The run's training curves and a confusion matrix per TTA-scored set, as SVG in ``folder``."""
+    apply_style()
+    stem = f"{Path(record['recipe_file']).stem}{'_release' if record['release_of'] else ''}"
+    monitored = next(iter(record["best_val_metric"]))
+    curves = plot_training_curves(record["history"], title=f"{stem}: training curves", monitored=monitored)
+    paths = [save_figure(curves, f"{stem}_curves", figures_dir=folder)]
+    for key in ("internal_tta", "external_tta"):
+        if key in record["metrics"]:
+            matrix = np.asarray(record["metrics"][key]["confusion_matrix"])
+            title = f"{stem}: {key.replace('_tta', '')} test images, flip TTA + operating point"
+            figure = confusion_matrix_figure(matrix, list(config.CLASS_NAMES), title=title)
+            paths.append(save_figure(figure, f"{stem}_{key}_confusion_matrix", figures_dir=folder))
+    return paths
 
 
 def track(record: dict, output: Path, tracking: Path | None) -> None:
