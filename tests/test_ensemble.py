@@ -1,0 +1,39 @@
+"""Ensembles saved as one checkpoint: the mean of the members' probabilities, loadable, explainable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from builders import save_untrained_checkpoint
+
+from helpers.core.errors import CheckpointError
+from helpers.explain.heatmaps import gradcam
+from helpers.models.checkpoints import load_checkpoint
+from helpers.models.ensemble import ensemble_model, save_ensemble
+
+SIZE = (32, 40)
+
+
+def test_ensemble_checkpoint_averages_its_members(tmp_path) -> None:
+    members = [
+        save_untrained_checkpoint(tmp_path / f"m{index}.h5", input_size=SIZE, trained_on=partitions)
+        for index, partitions in enumerate((["train"], ["train", "val", "test"]))
+    ]
+    path = save_ensemble(members, tmp_path / "ensemble.h5")
+    model, metadata = load_checkpoint(path)
+    images = np.random.default_rng(0).uniform(0, 255, (4, *SIZE, 3)).astype("float32")
+    expected = np.mean([load_checkpoint(member)[0].predict(images, verbose=0) for member in members], axis=0)
+    np.testing.assert_allclose(model.predict(images, verbose=0), expected, atol=1e-6)
+    assert metadata["arch"] == "ensemble" and len(metadata["members"]) == 2
+    assert metadata["trained_on"] == ["test", "train", "val"]  # the union: no held-out internal images left
+    heatmap, class_index, probabilities = gradcam(model, images[0])
+    assert heatmap.shape == SIZE and probabilities.shape == (7,)
+
+
+def test_members_must_match(tmp_path) -> None:
+    small = save_untrained_checkpoint(tmp_path / "a.h5", input_size=SIZE)
+    large = save_untrained_checkpoint(tmp_path / "b.h5", input_size=(40, 48))
+    with pytest.raises(CheckpointError, match="same task and input size"):
+        save_ensemble([small, large], tmp_path / "e.h5")
+    with pytest.raises(CheckpointError, match="at least two"):
+        ensemble_model([load_checkpoint(small)[0]])
