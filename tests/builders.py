@@ -133,3 +133,17 @@ def flip_sensitive_model(input_size: tuple[int, int]):
         7, activation="softmax", kernel_initializer=keras.initializers.RandomNormal(0, 0.05, seed=1)
     )
     return keras.Model(inputs, dense(x))
+
+
+def damage_jpeg_middle(source: Path, target: Path, count: int = 64) -> Path:
+    """Copy a JPEG to ``target`` with ``count`` bytes in the middle of its entropy-coded data set to zero:
+    its start and end markers stay intact, and OpenCV and TensorFlow still decode it (into a wrong image)."""
+    data = bytearray(source.read_bytes())
+    scan = data.index(b"\xff\xda")
+    start = scan + 2 + int.from_bytes(data[scan + 2 : scan + 4], "big")
+    middle = (start + len(data) - 2) // 2
+    assert len(data) - 2 - start > 2 * count, "too little entropy-coded data to damage"
+    data[middle - count // 2 : middle + count - count // 2] = bytes(count)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(bytes(data))
+    return target

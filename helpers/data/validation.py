@@ -187,7 +187,7 @@ def numeric_column(frame: pd.DataFrame, column: str, path: str | Path) -> pd.Ser
     return values.astype(float)
 
 
-def _image_problems(paths: Sequence[str], *, verify: bool, decode: bool) -> list[str | None]:
+def image_problems(paths: Sequence[str], *, verify: bool = True, decode: bool = False) -> list[str | None]:
     """image_problem for every path, in chunks on threads (I/O and OpenCV release the GIL), with progress."""
     check = partial(image_problem, verify=verify, decode=decode)
     chunks = [paths[start : start + _CHUNK_SIZE] for start in range(0, len(paths), _CHUNK_SIZE)]
@@ -221,7 +221,7 @@ def validate_image_files(
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
     problems = pd.Series(
-        _image_problems(frame["image_path"].tolist(), verify=verify_images, decode=decode),
+        image_problems(frame["image_path"].tolist(), verify=verify_images, decode=decode),
         index=frame.index,
         dtype=object,
     )
