@@ -135,7 +135,7 @@ def test_corrupt_checkpoint_fails_at_startup(tmp_path):
 def test_cli_reports_a_corrupt_checkpoint_without_traceback(tmp_path, capsys):
     broken = tmp_path / "broken.h5"
     broken.write_bytes(b"not a model")
-    assert main(["demo", "--model", str(broken), "--port", "0"]) == ERROR_EXIT_CODE
+    assert main(["demo", "--model", str(broken), "--port", "7861"]) == ERROR_EXIT_CODE
     error = capsys.readouterr().err
     assert error.startswith("error: ") and "not an HDF5 file" in error and "Traceback" not in error
 
