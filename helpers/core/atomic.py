@@ -57,7 +57,8 @@ def atomic_write_bytes(target: str | Path, data: bytes) -> Path:
 
 @contextlib.contextmanager
 def staging_directory(target: str | Path) -> Iterator[Path]:
-    """Yield a new empty hidden folder beside ``target`` to build it in; it is always removed afterwards.
+    """Yield a new empty hidden folder beside ``target`` to build it in (with the umask's usual permissions);
+    it is always removed afterwards.
 
     Move the finished folder (or its content) onto ``target`` inside the ``with`` block: being on the same
     file system, the rename is atomic, and whatever is left (after a failure, or not moved) is deleted.
@@ -65,6 +66,7 @@ def staging_directory(target: str | Path) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    staging.chmod(0o777 & ~_current_umask())  # mkdtemp makes 0700 folders; shared data must be readable
     try:
         yield staging
     finally:
