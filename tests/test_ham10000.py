@@ -195,6 +195,21 @@ def test_decode_reports_damaged_jpeg_data_with_intact_ends(ham_copy: Path) -> No
     assert skipped.image_id == "ISIC_0000005" and skipped.reason.startswith("damaged JPEG data (Corrupt JPEG")
 
 
+def test_spaces_around_header_names_are_ignored_on_either_side(ham_copy: Path) -> None:
+    header = ",".join(
+        f" {name}" if index % 2 else f"{name}  " for index, name in enumerate(HEADER.split(","))
+    )
+    _write_metadata(ham_copy, HAM_ROWS, header=header)
+    assert load_ham10000(ham_copy)["image_id"].tolist() == [row[1] for row in HAM_ROWS]
+
+
+def test_header_only_csv_says_it_has_no_rows(ham_copy: Path) -> None:
+    _write_metadata(ham_copy, [])
+    with pytest.raises(DataError, match="The CSV has a header but no rows: it lists no images") as error:
+        load_ham10000(ham_copy)
+    assert f"File: {ham_copy / METADATA_FILE}" in str(error.value)
+
+
 def test_many_problems_are_summarised(tmp_path: Path) -> None:
     root = make_ham_root(tmp_path / "HAM10000")
     rows = [(f"HAM_{n}", f"ISIC_9{n:06d}", "nv", "histo", "1", "male", "back") for n in range(25)]

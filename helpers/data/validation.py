@@ -98,16 +98,28 @@ def format_listing(items: Sequence[str]) -> str:
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV with every column as text (blank cells as ""), turning read errors into a DataError."""
+    """Read a CSV with every column as text (blank cells as "") and column names stripped of spaces on both
+    sides, turning read errors into a DataError."""
     path = Path(path)
     if not path.is_file():
         raise DataError("CSV file not found.", path=path, fix="Check the path or re-download the dataset.")
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (ValueError, UnicodeDecodeError) as error:
         raise DataError(
             f"Cannot parse the CSV file: {error}", path=path, fix="Replace it with the original UTF-8 CSV."
         ) from None
+    return frame.rename(columns=lambda name: str(name).strip())
+
+
+def require_rows(frame: pd.DataFrame, path: str | Path) -> None:
+    """Raise DataError when the CSV has a header but no rows (rather than an odd error further on)."""
+    if frame.empty:
+        raise DataError(
+            "The CSV has a header but no rows: it lists no images.",
+            path=path,
+            fix="Use the original file; it may have been cut short while copying or editing.",
+        )
 
 
 def require_columns(frame: pd.DataFrame, required: Sequence[str], path: str | Path) -> None:
