@@ -165,3 +165,11 @@ def test_split_fractions_must_leave_training_images(monkeypatch, capsys):
     monkeypatch.setattr(source, "resolve_data_root", lambda *a: pytest.fail("checked before any work"))
     assert cli.main(["split", "--val-fraction", "0.5", "--test-fraction", "0.5"]) == 2
     assert "leave no training images" in capsys.readouterr().err
+
+
+def test_parameter_of_the_wrong_type_is_caught_before_any_notebook_runs(monkeypatch, capsys):
+    monkeypatch.setattr(runner, "_execute", lambda *a: pytest.fail("no notebook may start"))
+    demo = str(config.CONFIGS_DIR / "demo.yaml")
+    assert cli.main(["run", "02", "-p", "epochs", "notanumber", "-f", demo]) == 2
+    err = capsys.readouterr().err
+    assert "epochs = 'notanumber' (from -p) does not fit 02-train's default 20: give a whole number" in err
