@@ -7,6 +7,8 @@ stay quick to collect.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -133,3 +135,32 @@ def flip_sensitive_model(input_size: tuple[int, int]):
         7, activation="softmax", kernel_initializer=keras.initializers.RandomNormal(0, 0.05, seed=1)
     )
     return keras.Model(inputs, dense(x))
+
+
+def damage_jpeg_middle(source: Path, target: Path, count: int = 64) -> Path:
+    """Copy a JPEG to ``target`` with ``count`` bytes in the middle of its entropy-coded data set to zero:
+    its start and end markers stay intact, and OpenCV and TensorFlow still decode it (into a wrong image)."""
+    data = bytearray(source.read_bytes())
+    scan = data.index(b"\xff\xda")
+    start = scan + 2 + int.from_bytes(data[scan + 2 : scan + 4], "big")
+    middle = (start + len(data) - 2) // 2
+    assert len(data) - 2 - start > 2 * count, "too little entropy-coded data to damage"
+    data[middle - count // 2 : middle + count - count // 2] = bytes(count)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(bytes(data))
+    return target
+
+
+def leave_killed_write(target: Path, *, folder: bool = False) -> Path:
+    """Start an atomic write of ``target`` (a file, or a folder with ``folder``) in a process killed (SIGKILL)
+    before it finishes; return the hidden temporary it leaves beside the target."""
+    opener = "staging_directory" if folder else "atomic_path"
+    code = (
+        f"import os, sys\nfrom helpers.core.atomic import {opener}\n"
+        f"tmp = {opener}(sys.argv[1]).__enter__()\n"
+        "(tmp / 'half' if tmp.is_dir() else tmp).write_bytes(b'half')\nos.kill(os.getpid(), 9)"
+    )
+    before = set(target.parent.glob(".*")) if target.parent.is_dir() else set()
+    subprocess.run([sys.executable, "-c", code, str(target)], check=False, timeout=60)
+    (left,) = set(target.parent.glob(".*")) - before
+    return left

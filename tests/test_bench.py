@@ -90,3 +90,19 @@ def test_accuracy_recipe_expands_variables_in_the_weights_path(monkeypatch) -> N
     source = DataSource(root=Path("/data/HAM10000"), is_demo=False, description="real")
     settings = config_from_notebook(training, label=name, source=source)
     assert settings.weights.startswith("/somewhere/keras/weights/") and settings.fine_tune_epochs == 3
+
+
+def test_demo_probe_answers_every_input_and_keeps_serving(tmp_path: Path) -> None:
+    probe = _bench_script("demo_probe")
+    output = tmp_path / "probe.json"
+    assert probe.main(["--burst", "4", "--threads", "2", "--rounds", "1", "--output", str(output)]) == output
+    record = json.loads(output.read_text())
+    answers = {name: result["answer"] for name, result in record["probes"].items()}
+    assert answers["damaged-middle JPEG"].startswith("error: Unusable image: damaged JPEG data")
+    assert answers["truncated JPEG"].startswith("error: Unusable image: truncated JPEG")
+    assert answers["corrupt (random bytes as .jpg)"].startswith("error: Unusable image: not an image")
+    assert "Warning: image of 1x1 pixels" in answers["tiny 1x1 PNG"]
+    assert "P(malignant)" in answers["huge 6000x4500 JPEG"] and "P(malignant)" in answers["good"]
+    (burst,) = record["bursts"]
+    assert burst["answered"] == 4 and burst["predictions"] == 3 and burst["clear_errors"] == 1
+    assert record["serving_after_bursts"] and burst["rss_mb_after"] > 0

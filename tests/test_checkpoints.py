@@ -234,3 +234,13 @@ def test_check_compatible():
         checkpoints.check_compatible(metadata, class_names=sorted(config.CLASS_NAMES, reverse=True))
     with pytest.raises(CheckpointError, match="size"):
         checkpoints.check_compatible(metadata, class_names=config.CLASS_NAMES, input_size=(224, 224))
+
+
+def test_a_class_mismatch_shows_a_few_names_and_the_count():
+    imagenet = {"task": "multiclass", "class_names": [f"class_{i}" for i in range(1000)]}
+    with pytest.raises(CheckpointError) as error:
+        checkpoints.check_compatible(imagenet, class_names=config.CLASS_NAMES)
+    message = str(error.value)
+    assert "['class_0', 'class_1', 'class_2', 'class_3', 'class_4', 'class_5', ..., 'class_999']" in message
+    assert "(1000 classes)" in message and "class_500" not in message and len(message) < 500
+    assert str(list(config.CLASS_NAMES)) in message  # seven names are shown whole

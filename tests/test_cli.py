@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import types
@@ -128,3 +129,47 @@ def test_demo_data_then_split(monkeypatch, tmp_path, capsys):
 def test_split_on_missing_folder_exits_2(tmp_path, capsys):
     assert cli.main(["split", "--data-root", str(tmp_path / "nothing")]) == 2
     assert "HAM10000_metadata.csv" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["predict", "a.jpg", "--model", "m.h5", "--batch-size", "0"], "--batch-size: 0 is out of range"),
+        (["predict", "a.jpg", "--model", "m.h5", "--batch-size", "-1"], "give a whole number of at least 1"),
+        (["predict", "a.jpg", "--model", "m.h5", "--batch-size", "2.5"], "'2.5' is not a whole number"),
+        (["split", "--seed", "-3"], "--seed: -3 is out of range: give a whole number from 0 to 4294967295"),
+        (["split", "--val-fraction", "1.5"], "--val-fraction: 1.5 is out of range: give a fraction"),
+        (["split", "--test-fraction", "nan"], "--test-fraction: nan is out of range"),
+        (["split", "--test-fraction", "half"], "'half' is not a fraction from 0 to 0.99"),
+        (["demo", "--port", "0"], "--port: 0 is out of range: give a port number from 1 to 65535"),
+        (["demo", "--port", "70000"], "--port: 70000 is out of range"),
+    ],
+)
+def test_numeric_options_are_checked_before_any_work(argv, message, capsys):
+    with pytest.raises(SystemExit) as caught:
+        cli.main(argv)
+    assert caught.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_every_numeric_option_has_a_checked_type():
+    parser = cli.build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subparsers.choices.items():
+        for action in sub._actions:
+            assert action.type not in (int, float), f"{name} {action.option_strings}: check its range"
+
+
+def test_split_fractions_must_leave_training_images(monkeypatch, capsys):
+    from helpers.data import source
+
+    monkeypatch.setattr(source, "resolve_data_root", lambda *a: pytest.fail("checked before any work"))
+    assert cli.main(["split", "--val-fraction", "0.5", "--test-fraction", "0.5"]) == 2
+    assert "leave no training images" in capsys.readouterr().err
+
+
+def test_parameter_of_the_wrong_type_is_caught_before_any_notebook_runs(monkeypatch, capsys):
+    monkeypatch.setattr(runner, "_execute", lambda *a: pytest.fail("no notebook may start"))
+    demo = str(config.CONFIGS_DIR / "demo.yaml")
+    assert cli.main(["run", "02", "-p", "epochs", "notanumber", "-f", demo]) == 2
+    err = capsys.readouterr().err
+    assert "epochs = 'notanumber' (from -p) does not fit 02-train's default 20: give a whole number" in err

@@ -12,6 +12,7 @@ from pathlib import Path
 import gradio_client
 import numpy as np
 import pytest
+from builders import damage_jpeg_middle, write_noise_image
 
 from helpers.apps.cli import ERROR_EXIT_CODE, main
 from helpers.core.errors import CheckpointError
@@ -105,15 +106,28 @@ def test_non_image_upload_gets_a_clear_message(client, tmp_path):
         client.predict(gradio_client.handle_file(str(notes)), api_name="/predict")
 
 
+def _truncated(source: Path, target: Path) -> Path:
+    target.write_bytes(source.read_bytes()[:2000])
+    return target
+
+
+def _text(source: Path, target: Path) -> Path:
+    target.write_bytes(b"just text")
+    return target
+
+
 @pytest.mark.parametrize(
-    ("content", "problem"),
-    [(b"just text", "not an image"), (None, "truncated JPEG")],
+    ("make", "problem"),
+    [
+        (_text, "not an image"),
+        (_truncated, "truncated JPEG"),
+        (damage_jpeg_middle, r"damaged JPEG data \(Corrupt JPEG data"),
+    ],
 )
 def test_corrupt_image_gets_a_clear_message_and_the_server_keeps_serving(
-    client, lesion_images, tmp_path, content, problem
+    client, lesion_images, tmp_path, make, problem
 ):
-    corrupt = tmp_path / "lesion.jpg"
-    corrupt.write_bytes(content or lesion_images[0].read_bytes()[:2000])
+    corrupt = make(lesion_images[0], tmp_path / "lesion.jpg")
     with pytest.raises(
         gradio_client.exceptions.AppError, match=f"Unusable image: {problem}.*JPEG or PNG"
     ) as caught:
@@ -121,6 +135,12 @@ def test_corrupt_image_gets_a_clear_message_and_the_server_keeps_serving(
     assert "File:" not in str(caught.value), "the server-side upload path should not be shown"
     label, *_ = client.predict(gradio_client.handle_file(str(lesion_images[0])), api_name="/predict")
     assert len(label["confidences"]) == 7
+
+
+def test_tiny_image_is_answered_with_a_warning(client, tmp_path):
+    tiny = write_noise_image(tmp_path / "tiny.png", 0, (1, 1))
+    _, _, decision, _ = client.predict(gradio_client.handle_file(str(tiny)), api_name="/predict")
+    assert "\nWarning: image of 1x1 pixels is far smaller than the model input of 128x96" in decision
 
 
 def test_corrupt_checkpoint_fails_at_startup(tmp_path):
@@ -135,7 +155,7 @@ def test_corrupt_checkpoint_fails_at_startup(tmp_path):
 def test_cli_reports_a_corrupt_checkpoint_without_traceback(tmp_path, capsys):
     broken = tmp_path / "broken.h5"
     broken.write_bytes(b"not a model")
-    assert main(["demo", "--model", str(broken), "--port", "0"]) == ERROR_EXIT_CODE
+    assert main(["demo", "--model", str(broken), "--port", "7861"]) == ERROR_EXIT_CODE
     error = capsys.readouterr().err
     assert error.startswith("error: ") and "not an HDF5 file" in error and "Traceback" not in error
 

@@ -1,11 +1,14 @@
-"""HAM10000 download against a fake Dataverse on 127.0.0.1: end to end, checksum mismatch, resume, errors."""
+"""HAM10000 download against a fake Dataverse on 127.0.0.1: end to end, checksum mismatch, resume, errors,
+folder permissions, unsafe archive members."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import os
 import socket
+import stat
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -238,7 +241,7 @@ def test_interrupted_transfer_resumes_with_a_range_request(dataverse: FakeDatave
     _assert_nothing_half_written(dest)
     part = tmp_path / DOWNLOAD_CACHE / "HAM10000_images_part_1.zip.part"
     kept = part.stat().st_size
-    assert 0 < kept < len(dataverse.bodies[file_id])
+    assert kept == len(dataverse.bodies[file_id]) // 2  # every byte that arrived, not only whole chunks
     download_ham10000(dest, server=dataverse.url, progress=False)
     assert dataverse.file_requests(file_id) == [("", None), ("", f"bytes={kept}-")]
     _assert_complete_dataset(dest)
@@ -283,3 +286,35 @@ def test_refuses_a_foreign_non_empty_dest(dataverse: FakeDataverse, tmp_path: Pa
     with pytest.raises(DownloadError, match="not a HAM10000 folder"):
         download_ham10000(dest, server=dataverse.url, progress=False)
     assert [path.name for path in dest.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_folders_and_files_get_the_permissions_of_the_umask(
+    dataverse: FakeDataverse, tmp_path: Path, umask: int
+) -> None:
+    previous = os.umask(umask)
+    try:
+        dest = download_ham10000(tmp_path / "HAM10000", server=dataverse.url, progress=False)
+    finally:
+        os.umask(previous)
+    entries = [dest, *dest.rglob("*")]
+    modes = {path.is_dir(): set() for path in entries}
+    for path in entries:
+        modes[path.is_dir()].add(stat.S_IMODE(path.stat().st_mode))
+    assert modes == {True: {0o777 & ~umask}, False: {0o666 & ~umask}}
+
+
+@pytest.mark.parametrize(
+    "member",
+    ["../escaped.jpg", "/tmp/escaped.jpg", "HAM10000_images_part_1/../../escaped.jpg", "C:escaped.jpg"],
+)
+def test_archive_member_outside_its_folder_is_refused(
+    dataverse: FakeDataverse, tmp_path: Path, member: str
+) -> None:
+    dataverse.add(11, "HAM10000_images_part_1.zip", _zip({"ISIC_0000001.jpg": _noise_jpeg(0), member: b"x"}))
+    dest = tmp_path / "data" / "HAM10000"
+    with pytest.raises(DownloadError, match="absolute path or '..'") as error:
+        download_ham10000(dest, server=dataverse.url, progress=False)
+    assert member in str(error.value) and "nothing was unpacked" in str(error.value)
+    _assert_nothing_half_written(dest)
+    assert not list(tmp_path.rglob("escaped.jpg")) and not Path("/tmp/escaped.jpg").exists()

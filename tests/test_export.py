@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from builders import leave_killed_write
 
 from helpers.apps.cli import ERROR_EXIT_CODE, main
 from helpers.apps.export import (
@@ -151,6 +153,15 @@ def test_savedmodel_export_adds_the_next_version(light_checkpoint, tmp_path):
     (base / "7").mkdir()
     assert export_model(light_checkpoint, "savedmodel", out_dir=tmp_path) == base / "8"
     assert sorted(path.name for path in base.iterdir()) == ["1", "7", "8"]
+
+
+def test_an_export_deletes_what_a_killed_export_left(light_checkpoint, tmp_path, caplog):
+    leave_killed_write(tmp_path / f"{light_checkpoint.stem}.keras")
+    leave_killed_write(tmp_path / light_checkpoint.stem / "1", folder=True)
+    with caplog.at_level(logging.WARNING):
+        path = export_model(light_checkpoint, "keras", out_dir=tmp_path)
+    assert path.is_file() and not list(tmp_path.rglob(".*"))
+    assert caplog.text.count("Deleted 1 temporaries of an interrupted export") == 2
 
 
 def test_onnx_names_its_input_and_output(exported):

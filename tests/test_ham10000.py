@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from builders import HAM_ROWS, noise_image, write_image_rgb
+from builders import HAM_ROWS, damage_jpeg_middle, noise_image, write_image_rgb
 
 from helpers.core.config import CLASS_NAMES
 from helpers.core.errors import DataError
@@ -183,6 +183,31 @@ def test_decode_catches_corrupt_body(ham_copy: Path) -> None:
     assert len(load_ham10000(ham_copy)) == 6
     with pytest.raises(DataError, match="ISIC_0000005: cannot be decoded"):
         load_ham10000(ham_copy, decode_images=True)
+
+
+def test_decode_reports_damaged_jpeg_data_with_intact_ends(ham_copy: Path) -> None:
+    path = ham_copy / "HAM10000_images_part_1" / "ISIC_0000005.jpg"
+    damage_jpeg_middle(path, path, count=32)
+    assert len(load_ham10000(ham_copy)) == 6  # the ends are intact
+    frame = load_ham10000(ham_copy, decode_images=True, on_error="skip")
+    assert "ISIC_0000005" not in frame["image_id"].tolist() and len(frame) == 5
+    (skipped,) = skip_report(frame).rows
+    assert skipped.image_id == "ISIC_0000005" and skipped.reason.startswith("damaged JPEG data (Corrupt JPEG")
+
+
+def test_spaces_around_header_names_are_ignored_on_either_side(ham_copy: Path) -> None:
+    header = ",".join(
+        f" {name}" if index % 2 else f"{name}  " for index, name in enumerate(HEADER.split(","))
+    )
+    _write_metadata(ham_copy, HAM_ROWS, header=header)
+    assert load_ham10000(ham_copy)["image_id"].tolist() == [row[1] for row in HAM_ROWS]
+
+
+def test_header_only_csv_says_it_has_no_rows(ham_copy: Path) -> None:
+    _write_metadata(ham_copy, [])
+    with pytest.raises(DataError, match="The CSV has a header but no rows: it lists no images") as error:
+        load_ham10000(ham_copy)
+    assert f"File: {ham_copy / METADATA_FILE}" in str(error.value)
 
 
 def test_many_problems_are_summarised(tmp_path: Path) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from builders import write_image_rgb
+from builders import damage_jpeg_middle, noise_image, write_image_rgb
 from PIL import Image
 
 from helpers.core.errors import DataError
@@ -148,3 +149,41 @@ def test_locate_images_prefers_first_folder_and_expects_jpg(tmp_path: Path) -> N
     (second / "z.txt").write_text("not an image")
     paths = locate_images(["x", "y", "z"], [first, second])
     assert paths == [str(first / "x.png"), str(second / "y.JPG"), str(first / "z.jpg")]
+
+
+def test_damaged_entropy_data_with_intact_ends_is_found_when_decoding(tmp_path: Path) -> None:
+    damaged = damage_jpeg_middle(
+        write_image_rgb(tmp_path / "a.jpg", noise_image(0, (48, 64))), tmp_path / "d.jpg"
+    )
+    assert cv2.imread(str(damaged)) is not None  # OpenCV decodes it all the same, into a wrong image
+    assert image_problem(damaged) is None  # the cheap check sees intact ends
+    assert image_problem(damaged, decode=True).startswith("damaged JPEG data (Corrupt JPEG data: ")
+    for call in (lambda path: check_image(path, decode=True), read_image_rgb):
+        with pytest.raises(DataError, match=r"Unusable image: damaged JPEG data") as error:
+            call(damaged)
+        assert str(damaged) in str(error.value) and "Fix:" in str(error.value)
+
+
+def _encodings(rgb: np.ndarray) -> dict[str, bytes]:
+    """The same picture as JPEGs of the kinds cameras and tools write."""
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    options = {
+        "progressive": [cv2.IMWRITE_JPEG_PROGRESSIVE, 1],
+        "restart markers": [cv2.IMWRITE_JPEG_RST_INTERVAL, 2],
+        "4:4:4": [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444],
+    }
+    encoded = {name: cv2.imencode(".jpg", bgr, flags)[1].tobytes() for name, flags in options.items()}
+    encoded["grey"] = cv2.imencode(".jpg", bgr[..., 0])[1].tobytes()
+    for mode in ("CMYK", "RGB"):
+        buffer = io.BytesIO()
+        Image.fromarray(rgb).convert(mode).save(buffer, "JPEG", icc_profile=b"\0" * 128, exif=b"Exif\0\0")
+        encoded[f"Pillow {mode} with ICC and Exif"] = buffer.getvalue()
+    return encoded
+
+
+def test_intact_jpeg_kinds_are_not_taken_for_damaged(tmp_path: Path) -> None:
+    for name, data in _encodings(_gradient(48, 64)).items():
+        path = tmp_path / f"{name}.jpg"
+        path.write_bytes(data)
+        assert image_problem(path, decode=True) is None, name
+        assert read_image_rgb(path).shape == (48, 64, 3), name

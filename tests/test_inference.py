@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from builders import flip_sensitive_model, write_noise_image
+from builders import damage_jpeg_middle, flip_sensitive_model, write_noise_image
 
 from helpers.core.errors import DataError
 from helpers.data.pipeline import load_image_array
@@ -69,3 +69,12 @@ def test_read_for_model_resizes_or_names_the_unusable_file(frame, tmp_path: Path
     with pytest.raises(DataError, match="Unusable image") as error:
         read_for_model(tmp_path / "text.jpg", IMAGE_SIZE)
     assert "text.jpg" in str(error.value)
+
+
+def test_damaged_jpeg_data_is_unusable_for_prediction_and_evaluation(frame, tmp_path: Path):
+    damaged = damage_jpeg_middle(write_noise_image(tmp_path / "a.jpg", 0, (60, 80)), tmp_path / "damaged.jpg")
+    with pytest.raises(DataError, match="Unusable image: damaged JPEG data"):
+        read_for_model(damaged, IMAGE_SIZE)
+    model = build_model("light_cnn", weights=None, input_size=IMAGE_SIZE)
+    with pytest.raises(DataError, match="damaged JPEG data"):
+        predict_probabilities(model, pd.concat([frame, pd.DataFrame({"image_path": [str(damaged)]})]))

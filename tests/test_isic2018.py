@@ -65,3 +65,9 @@ def test_missing_image_raises_or_is_skipped(isic_dir: Path) -> None:
 def test_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="image folder not found"):
         load_isic2018_test(tmp_path / "absent")
+
+
+def test_header_only_ground_truth_says_it_has_no_rows(isic_dir: Path) -> None:
+    write_isic_truth(isic_dir / GROUND_TRUTH_FILE, [])
+    with pytest.raises(DataError, match="header but no rows"):
+        load_isic2018_test(isic_dir)

@@ -8,6 +8,8 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
+from builders import damage_jpeg_middle, write_noise_image
 from PIL import Image
 
 from helpers.core.config import CLASS_NAMES, MALIGNANT_INDICES
@@ -190,18 +192,36 @@ def test_missing_corrupt_and_unlabelled_images_raise_data_errors(frame: pd.DataF
         lambda: pipeline.make_dataset(frame),
         lambda: pipeline.load_image_array(frame["image_path"], SIZE),
     ):
-        with pytest.raises(DataError, match="1 of 20 image files are missing") as error:
+        with pytest.raises(DataError, match="1 of 20 image files are missing or unusable") as error:
             build()
-        assert missing in str(error.value)
+        assert f"{missing}: missing file" in str(error.value)
     corrupt = frame["image_path"].iloc[10]
     Path(corrupt).write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
-    with pytest.raises(DataError, match="cannot decode") as error:
+    with pytest.raises(DataError, match="truncated PNG") as error:
         pipeline.load_image_array(frame["image_path"].drop(index=3), SIZE, progress=False)
     assert f"File: {corrupt}" in str(error.value)
     with pytest.raises(DataError, match="no valid 'label'"):
         pipeline.make_dataset(frame.assign(label=-1))
     with pytest.raises(ValueError, match="task"):
         pipeline.make_dataset(frame, task="segmentation")
+
+
+def test_damaged_jpeg_data_that_tensorflow_decodes_is_refused_before_any_batch(
+    frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    source = write_noise_image(tmp_path / "source.jpg", 0, (48, 64))
+    damaged = str(damage_jpeg_middle(source, tmp_path / "damaged.jpg"))
+    assert tf.io.decode_jpeg(tf.io.read_file(damaged)).shape == (48, 64, 3)  # TensorFlow lets it through
+    frame.loc[4, "image_path"] = damaged
+    for build in (
+        lambda: pipeline.make_dataset(frame),
+        lambda: pipeline.make_dataset(frame, cache=True),
+        lambda: pipeline.load_image_array(frame["image_path"], SIZE, progress=False),
+    ):
+        with pytest.raises(DataError, match="1 of 20 image files are missing or unusable") as error:
+            build()
+        assert f"{damaged}: damaged JPEG data (Corrupt JPEG data" in str(error.value)
+        assert "on_error='skip'" in str(error.value)
 
 
 def test_corrupt_tiff_read_by_opencv_raises_a_data_error(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""``skinlesion predict``: one row per image, bad images reported in place, saved operating point, errors."""
+"""``skinlesion predict``: one row per image, bad images reported in place, saved operating point, errors,
+the output path checked first, skipped files named, tiny images warned about, exit codes."""
 
 from __future__ import annotations
 
@@ -8,10 +9,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from builders import save_operating_point_beside, save_untrained_checkpoint, write_noise_image
+from builders import (
+    damage_jpeg_middle,
+    save_operating_point_beside,
+    save_untrained_checkpoint,
+    write_noise_image,
+)
 
 from helpers.apps import cli
-from helpers.apps.predict import image_paths, predict_command
+from helpers.apps import predict as predict_app
+from helpers.apps.predict import NOTHING_PREDICTED_EXIT_CODE, image_paths, predict_command
 from helpers.core import config
 from helpers.core.errors import CheckpointError, DataError
 from helpers.data.pipeline import load_image_array
@@ -33,7 +40,8 @@ def checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def images(tmp_path) -> Path:
-    """Three good images (one in a subfolder), a truncated JPEG and a text file named .jpg."""
+    """Three good images (one in a subfolder), a truncated JPEG, a text file named .jpg and files that a
+    folder scan leaves out (a text file, a GIF, a hidden file)."""
     folder = tmp_path / "images"
     for index, name in enumerate(GOOD):
         write_noise_image(folder / name, index, (60, 80))
@@ -41,6 +49,8 @@ def images(tmp_path) -> Path:
     (folder / "truncated.jpg").write_bytes(data[: len(data) // 2])
     (folder / "text.jpg").write_text("not an image")
     (folder / "notes.txt").write_text("ignored: not an image suffix")
+    (folder / "anim.gif").write_bytes(b"GIF89a")
+    (folder / ".hidden.jpg").write_bytes(data)
     return folder
 
 
@@ -50,7 +60,7 @@ def _args(**overrides) -> argparse.Namespace:
 
 
 def test_bad_images_get_an_error_row_and_the_rest_is_predicted(checkpoint, images):
-    paths = image_paths([], images)
+    paths, _ = image_paths([], images)
     assert sorted(p.name for p in paths) == ["a.jpg", "b.png", "c.jpg", "text.jpg", "truncated.jpg"]
     table = predict_images(checkpoint, paths, batch_size=2, progress=False).set_index("path")
     probabilities = [probability_column(name) for name in config.CLASS_NAMES]
@@ -63,6 +73,7 @@ def test_bad_images_get_an_error_row_and_the_rest_is_predicted(checkpoint, image
     assert bad[probabilities + ["p_malignant"]].isna().all().all() and (bad["decision"] == "").all()
     expected = np.where(good["p_malignant"] >= 0.5, "malignant", "benign")  # no operating point: 0.5
     assert good["decision"].tolist() == expected.tolist()
+    assert (table["warning"] == "").all()  # 60x80 images for a 32x40 model: no warning
 
 
 def test_saved_threshold_and_temperature_are_applied(checkpoint, images):
@@ -86,7 +97,9 @@ def test_command_writes_the_csv_and_reports_failures(checkpoint, images, tmp_pat
     table = pd.read_csv(output, keep_default_na=False)
     assert len(table) == 5 and (table["error"] != "").sum() == 2
     summary = capsys.readouterr().out
-    assert "5 images:" in summary and "2 failed (see the error column)" in summary
+    assert (
+        "5 images:" in summary and "2 failed (see the error column)" in summary and "warning" not in summary
+    )
     assert not list(output.parent.glob(".*"))  # no temporary file left behind
 
 
@@ -125,3 +138,93 @@ def test_cli_predict_subcommand(checkpoint, images, tmp_path, capsys):
     with pytest.raises(SystemExit) as missing_model:
         cli.main(["predict", str(images / "a.jpg")])
     assert missing_model.value.code == 2 and "--model" in capsys.readouterr().err
+
+
+def test_damaged_jpeg_data_gets_an_error_not_a_prediction(checkpoint, images, tmp_path):
+    damaged = damage_jpeg_middle(images / "a.jpg", tmp_path / "damaged.jpg")
+    table = predict_images(checkpoint, [images / "b.png", damaged], progress=False)
+    assert table["error"].tolist()[0] == ""
+    assert table["error"].tolist()[1].startswith("Unusable image: damaged JPEG data (Corrupt JPEG data")
+    assert np.isnan(table["p_malignant"].iloc[1]) and table["predicted"].iloc[1] == ""
+
+
+def test_far_smaller_images_are_predicted_with_a_warning(checkpoint, tmp_path, capsys):
+    tiny = write_noise_image(tmp_path / "tiny.png", 1, (1, 1))
+    small = write_noise_image(tmp_path / "small.jpg", 2, (15, 40))  # half the model's height, and less
+    fine = write_noise_image(tmp_path / "fine.jpg", 3, (16, 20))  # exactly half: no warning
+    table = predict_images(checkpoint, [tiny, small, fine], progress=False)
+    assert (table["error"] == "").all() and table["predicted"].ne("").all()
+    assert (
+        table["warning"]
+        .iloc[0]
+        .startswith("image of 1x1 pixels is far smaller than the model input of 40x32")
+    )
+    assert "40x15 pixels" in table["warning"].iloc[1] and table["warning"].iloc[2] == ""
+    output = tmp_path / "out.csv"
+    assert predict_command(_args(model=checkpoint, images=[tiny, fine], output=output)) == 0
+    assert "1 with a warning (see the warning column)" in capsys.readouterr().out
+    assert pd.read_csv(output, keep_default_na=False)["warning"].str.contains("far smaller").tolist() == [
+        True,
+        False,
+    ]
+
+
+def test_skipped_files_of_a_folder_are_named_with_the_reason(checkpoint, images, tmp_path, capsys):
+    paths, skipped = image_paths([], images)
+    assert len(paths) == 5
+    suffixes = ".bmp, .jpeg, .jpg, .png, .tif, .tiff, .webp"
+    assert skipped == [
+        ".hidden.jpg: hidden file",
+        f"anim.gif: not an image suffix (.gif; read: {suffixes})",
+        f"notes.txt: not an image suffix (.txt; read: {suffixes})",
+    ]
+    predict_command(_args(model=checkpoint, image_dir=images, output=tmp_path / "p.csv"))
+    err = capsys.readouterr().err
+    assert f"Skipped 3 file(s) under {images}:" in err and "  notes.txt: not an image suffix (.txt" in err
+
+
+def test_exit_code_is_non_zero_only_when_nothing_was_predicted(checkpoint, images, tmp_path, capsys):
+    output = tmp_path / "failed.csv"
+    bad = [images / "truncated.jpg", images / "text.jpg"]
+    assert (
+        predict_command(_args(model=checkpoint, images=bad, output=output))
+        == NOTHING_PREDICTED_EXIT_CODE
+        == 1
+    )
+    assert "none of the 2 images could be predicted" in capsys.readouterr().err
+    assert (pd.read_csv(output, keep_default_na=False)["error"] != "").all()  # the CSV still says why
+    assert cli.main(["predict", "--model", str(checkpoint), *map(str, bad), "--output", str(output)]) == 1
+    partial = [images / "a.jpg", *bad]
+    assert predict_command(_args(model=checkpoint, images=partial, output=output)) == 0
+
+
+def _never_predict(*args, **kwargs):
+    raise AssertionError("the output path must be checked before predicting")
+
+
+@pytest.mark.parametrize("kind", ["folder", "under a file"])
+def test_bad_output_path_is_refused_before_any_work(checkpoint, images, tmp_path, monkeypatch, kind):
+    monkeypatch.setattr(predict_app, "predict_images", _never_predict)
+    (tmp_path / "file.txt").write_text("x")
+    output = tmp_path if kind == "folder" else tmp_path / "file.txt" / "predictions.csv"
+    with pytest.raises(DataError, match="--output") as error:
+        predict_command(_args(model=checkpoint, images=[images / "a.jpg"], output=output))
+    assert "Fix: give --output a file path" in str(error.value)
+
+
+def test_a_write_that_fails_after_the_work_keeps_the_predictions(checkpoint, images, tmp_path, monkeypatch):
+    output = tmp_path / "out" / "predictions.csv"
+    predict = predict_app.predict_images
+
+    def predict_then_lose_the_folder(*args, **kwargs):
+        table = predict(*args, **kwargs)
+        output.parent.rmdir()
+        output.parent.write_text("the folder became a file meanwhile")
+        return table
+
+    monkeypatch.setattr(predict_app, "predict_images", predict_then_lose_the_folder)
+    with pytest.raises(DataError, match="all 2 rows were saved to ") as error:
+        predict_command(_args(model=checkpoint, images=[images / "a.jpg", images / "b.png"], output=output))
+    rescue = Path(str(error.value).split("saved to ")[1].split(" instead")[0])
+    assert len(pd.read_csv(rescue)) == 2
+    rescue.unlink()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def notebooks(tmp_path) -> Path:
     folder.mkdir()
     _write_notebook(
         folder / "01-first.ipynb",
-        "config_name = 'x'\na = 1\nb = 'text'",
+        "config_name = 'x'\na = 1\nb = ['text']",
         RECORD_CELL.replace("NAME", "first"),
     )
     _write_notebook(folder / "02-second.ipynb", "a = 1\nc = 0", RECORD_CELL.replace("NAME", "second"))
@@ -206,3 +207,69 @@ def test_project_configs_fit_the_project_notebooks(name):
     declared = {p.stem: notebook_params.declared_parameters(p) for p in runner.numbered_notebooks()}
     plan = plan_parameters(run_config, declared, {}, list(declared))
     assert plan["01-eda"]["config_name"] == run_config.name
+
+
+def test_override_of_the_wrong_type_is_rejected_before_running(notebooks, tmp_path):
+    config_file = _write_config(tmp_path / "cfg.yaml", {"name": "unit"})
+    with pytest.raises(
+        ConfigError,
+        match=r"a = 'notanumber' \(from -p\) does not fit 01-first's default 1: give a whole number",
+    ):
+        run_notebooks(
+            ["01", "02"],
+            config_file=config_file,
+            overrides={"a": "notanumber"},
+            runs_dir=tmp_path / "runs",
+            notebooks_dir=notebooks,
+        )
+    assert not (tmp_path / "runs").exists()
+
+
+_TYPED = {
+    "01-a": {
+        "n": "20",
+        "f": "0.5",
+        "t": '"auto"',
+        "b": "False",
+        "o": "None",
+        "l": "[150, 200]",
+        "e": "os.sep",
+    }
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fits"),
+    [
+        ("n", 3, True),
+        ("n", "notanumber", False),
+        ("n", 2.5, False),
+        ("n", True, False),
+        ("f", 1, True),
+        ("f", 1e-3, True),
+        ("f", "fast", False),
+        ("t", "demo", True),
+        ("t", None, True),
+        ("t", 123, False),
+        ("b", True, True),
+        ("b", 1, False),
+        ("o", [1, "x"], True),
+        ("l", [224, 224], True),
+        ("l", 224, False),
+        ("e", 5, True),
+    ],
+)
+def test_values_must_fit_the_type_of_the_declared_default(tmp_path, name, value, fits):
+    config_path = tmp_path / "c.yaml"
+    from_config = RunConfig("cfg", config_path, {name: value})
+    for run_config, overrides, source in (
+        (from_config, {}, str(config_path)),
+        (RunConfig("cfg", config_path), {name: value}, "-p"),
+    ):
+        if fits:
+            assert plan_parameters(run_config, _TYPED, overrides, ["01-a"])["01-a"][name] == value
+        else:
+            with pytest.raises(
+                ConfigError, match=rf"{name} = .* \(from {re.escape(source)}\) does not fit 01-a"
+            ):
+                plan_parameters(run_config, _TYPED, overrides, ["01-a"])

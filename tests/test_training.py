@@ -3,7 +3,9 @@ validation metric, class weights, two-phase fine-tuning, resuming after an inter
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 from dataclasses import replace
 
 import keras
@@ -22,7 +24,7 @@ from helpers.models.build import backbone_layers
 from helpers.models.checkpoints import load_checkpoint, read_metadata
 from helpers.training import run as training
 from helpers.training.losses import SmoothedSparseCategoricalCrossentropy, class_weights
-from helpers.training.run import set_seed, train, training_frames
+from helpers.training.run import TrainingStopped, set_seed, train, training_frames
 from helpers.training.settings import TrainConfig
 
 SIZE = (64, 64)
@@ -218,11 +220,15 @@ class RecordOptimizerStep(keras.callbacks.Callback):
         self.start_step = int(self.model.optimizer.iterations)
 
 
-def test_resume_continues_from_the_last_completed_epoch(frame, tmp_path) -> None:
+def test_resume_continues_from_the_last_completed_epoch(frame, tmp_path, capsys) -> None:
     config = tiny_config(tmp_path, task="binary", epochs=3, run_name="interrupted", augment=True)
     with pytest.raises(KeyboardInterrupt):
         train(config, frame, callbacks=[InterruptAfterFirstEpoch()])
     resume_dir = config.path("models") / ".resume" / "interrupted"
+    assert (
+        f"'interrupted' was interrupted. Its 1 completed epoch(s) are kept in {resume_dir}"
+        in capsys.readouterr().err
+    )
     assert sorted(path.name for path in resume_dir.iterdir()) == ["epoch_001.npz", "state.json"]
     first_epoch_auc = read_metadata(next(config.path("models").glob("*.h5")))["val_metric"]
 
@@ -235,6 +241,25 @@ def test_resume_continues_from_the_last_completed_epoch(frame, tmp_path) -> None
     assert result.best_metric == max(result.history["val_roc_auc"])
     assert len(list(config.path("models").glob("*.h5"))) == 1
     assert not resume_dir.exists()
+
+
+class TerminateAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_stops_training_with_how_to_resume(frame, tmp_path) -> None:
+    config = tiny_config(tmp_path, epochs=2, run_name="terminated")
+    handler = signal.getsignal(signal.SIGTERM)
+    resume_dir = config.path("models") / ".resume" / "terminated"
+    with pytest.raises(TrainingStopped, match="'terminated' was stopped by SIGTERM") as stopped:
+        train(config, frame, callbacks=[TerminateAfterFirstEpoch()])
+    assert f"Its 1 completed epoch(s) are kept in {resume_dir}.\nFix: " in str(stopped.value)
+    assert "resume=True and the same run_name 'terminated'" in str(stopped.value)
+    assert signal.getsignal(signal.SIGTERM) is handler  # restored once training stopped
+    result = train(TrainConfig(**{**config.to_params(), "resume": True}), frame)
+    assert result.history["epoch"] == [1, 2]
 
 
 class WeightsAtPhaseBounds(keras.callbacks.Callback):

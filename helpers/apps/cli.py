@@ -30,6 +30,30 @@ class Subcommand:
     handler: Callable[[argparse.Namespace], int]
 
 
+def _number_type(
+    convert: Callable[[str], float], minimum: float, maximum: float, what: str
+) -> Callable[[str], float]:
+    """An argparse ``type`` that converts the text and checks ``minimum <= value <= maximum``, so a bad value
+    is a usage error (exit 2) before any work starts."""
+
+    def checked(text: str) -> float:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not minimum <= value <= maximum:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"{text} is out of range: give {what}")
+        return value
+
+    return checked
+
+
+POSITIVE_INT = _number_type(int, 1, float("inf"), "a whole number of at least 1")
+SEED = _number_type(int, 0, 2**32 - 1, "a whole number from 0 to 4294967295")
+FRACTION = _number_type(float, 0.0, 0.99, "a fraction from 0 to 0.99")
+PORT = _number_type(int, 1, 65535, "a port number from 1 to 65535")
+
+
 def _configure_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "notebooks", nargs="*", metavar="NOTEBOOK", help="e.g. 01, 01-eda or a path (default: all)"
@@ -94,9 +118,9 @@ def _configure_split(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--name", default=None, help="split name (default: lesion_seed<SEED>; demo_ is prefixed on demo data)"
     )
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--val-fraction", type=float, default=0.15)
-    parser.add_argument("--test-fraction", type=float, default=0.15)
+    parser.add_argument("--seed", type=SEED, default=42)
+    parser.add_argument("--val-fraction", type=FRACTION, default=0.15)
+    parser.add_argument("--test-fraction", type=FRACTION, default=0.15)
 
 
 def _split(args: argparse.Namespace) -> int:
@@ -104,6 +128,11 @@ def _split(args: argparse.Namespace) -> int:
     from helpers.data.source import resolve_data_root, split_dataset
     from helpers.data.splits import check_no_lesion_leak, split_summary
 
+    if args.val_fraction + args.test_fraction >= 1:
+        raise SkinLesionError(
+            f"--val-fraction {args.val_fraction} and --test-fraction {args.test_fraction} leave no training "
+            "images.\nFix: choose fractions whose sum is below 1, e.g. the defaults 0.15 and 0.15."
+        )
     source = resolve_data_root(args.data_root)
     split, split_file = split_dataset(
         source,
@@ -131,7 +160,7 @@ def _configure_predict(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-dir", type=Path, metavar="DIR", help="classify every image file under DIR")
     _add_model_option(parser)
     parser.add_argument("--output", type=Path, default=Path("predictions.csv"), help="CSV to write")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="images per batch (default: 32)")
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -157,7 +186,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def _configure_demo(parser: argparse.ArgumentParser) -> None:
     _add_model_option(parser)
-    parser.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1 (default: 7860)")
+    parser.add_argument("--port", type=PORT, default=7860, help="port on 127.0.0.1 (default: 7860)")
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -2,7 +2,8 @@
 probabilities, P(malignant) against the validation-tuned threshold with its decision, and a Grad-CAM overlay.
 
 Research use only. Gradio comes with the optional ``demo`` extra. The server binds 127.0.0.1 only; an
-unusable upload gets a message in the page, never a server error.
+unusable upload (damaged JPEG data included) gets a message in the page, never a server error, and an image
+far smaller than the model input gets its result with a warning.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from helpers.core.config import BINARY_CLASS_NAMES, CLASS_DESCRIPTIONS
 from helpers.core.errors import SkinLesionError
 from helpers.core.extras import import_extra
-from helpers.evaluation.inference import class_probabilities, read_for_model
+from helpers.evaluation.inference import class_probabilities, read_for_model, small_image_warning
 from helpers.evaluation.metrics import malignant_probability
 from helpers.evaluation.operating_point import (
     corrected_probabilities,
@@ -56,12 +57,14 @@ class Classifier:
 
 @dataclass(frozen=True)
 class Diagnosis:
-    """One image's result: calibrated class probabilities, P(malignant), decision and Grad-CAM overlay."""
+    """One image's result: calibrated class probabilities, P(malignant), decision, Grad-CAM overlay and a
+    warning ("" unless the image is far smaller than the model input)."""
 
     probabilities: dict[str, float]
     p_malignant: float
     decision: str
     overlay: np.ndarray
+    warning: str
 
 
 def load_classifier(checkpoint: str | Path) -> Classifier:
@@ -96,6 +99,7 @@ def diagnose(classifier: Classifier, image_path: str | Path) -> Diagnosis:
         p_malignant=p_malignant,
         decision=BINARY_CLASS_NAMES[int(p_malignant >= classifier.threshold)],
         overlay=overlay(image, heatmap),
+        warning=small_image_warning(image_path, classifier.input_size),
     )
 
 
@@ -105,12 +109,14 @@ def _label(class_name: str) -> str:
 
 
 def decision_text(classifier: Classifier, diagnosis: Diagnosis) -> str:
-    """The decision with the rule behind it, e.g. "MALIGNANT: P(malignant) 0.730 >= threshold 0.412 (...)"."""
+    """The decision with the rule behind it, e.g. "MALIGNANT: P(malignant) 0.730 >= threshold 0.412 (...)",
+    and the image's warning on a line of its own."""
     relation = ">=" if diagnosis.decision == BINARY_CLASS_NAMES[1] else "<"
     source = "tuned on validation data" if classifier.tuned else "default: no operating point saved"
+    warning = f"\nWarning: {diagnosis.warning}." if diagnosis.warning else ""
     return (
         f"{diagnosis.decision.upper()}: P(malignant) {diagnosis.p_malignant:.3f} {relation} threshold "
-        f"{classifier.threshold:.3f} ({source})"
+        f"{classifier.threshold:.3f} ({source}){warning}"
     )
 
 

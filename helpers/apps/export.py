@@ -3,18 +3,18 @@ exported file, run by its own runtime, gives the probabilities the Keras model g
 
 Every export takes raw RGB images, float32 (batch, height, width, 3) in 0..255, named ``image``, and returns
 ``probabilities``; preprocessing is inside the graph. Quantized TFLite keeps float input and output. Files and
-folders are written under a temporary name and renamed into place, so a failed export leaves nothing behind.
+folders are written under a temporary name and renamed into place, so a failed export leaves nothing behind;
+the temporaries of a killed one are deleted by the next export to the same folder.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import logging
 import os
-import shutil
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import pandas as pd
 import tensorflow as tf
 
 from helpers.core import config
-from helpers.core.atomic import atomic_path, atomic_write_bytes
+from helpers.core.atomic import atomic_path, atomic_write_bytes, remove_stale_temporaries, staging_directory
 from helpers.core.errors import SkinLesionError
 from helpers.core.extras import import_extra
 from helpers.data.pipeline import load_image_array
@@ -34,6 +34,8 @@ from helpers.evaluation.operating_point import operating_point_path
 from helpers.evaluation.sets import class_labels, internal_partitions, partition
 from helpers.models.adopt import parity_images
 from helpers.models.checkpoints import checked_class_names, load_checkpoint, resolve_checkpoint, sidecar_path
+
+logger = logging.getLogger(__name__)
 
 FORMATS: tuple[str, ...] = ("savedmodel", "keras", "onnx", "tflite")
 QUANTIZATIONS: tuple[str, ...] = ("float16", "int8")
@@ -72,6 +74,7 @@ def export_model(
     model, metadata = load_checkpoint(checkpoint)
     folder = Path(out_dir) if out_dir is not None else checkpoint.parent / "exported"
     stem = checkpoint.stem
+    _remove_stale_temporaries(folder, folder / stem)
     if fmt == "savedmodel":
         return _export_savedmodel(model, folder / stem)
     target = folder / f"{stem}{f'_{quantize}' if quantize else ''}.{fmt}"
@@ -119,25 +122,24 @@ def _check_request(fmt: str, quantize: str | None) -> None:
         raise ExportError(f"Quantization applies to TFLite only, not {fmt!r}.\nFix: add --format tflite.")
 
 
-@contextlib.contextmanager
-def _atomic_folder(target: Path) -> Iterator[Path]:
-    """Yield an empty temporary folder beside ``target``; on success rename it to ``target``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; a model server running as another user must read it
-    try:
-        yield tmp
-        os.rename(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def _remove_stale_temporaries(*folders: Path) -> None:
+    """Delete what killed exports left in the folders (hidden temporaries), saying so."""
+    for folder in folders:
+        stale = remove_stale_temporaries(folder)
+        if stale:
+            names = ", ".join(path.name for path in stale)
+            logger.warning(
+                "Deleted %d temporaries of an interrupted export in %s: %s", len(stale), folder, names
+            )
 
 
 def _export_savedmodel(model: keras.Model, base: Path) -> Path:
     """Write the next numbered version of the SavedModel under ``base`` (TF Serving serves the highest)."""
     versions = [int(path.name) for path in base.glob("*") if path.name.isdigit()] if base.is_dir() else []
     target = base / str(max(versions, default=0) + 1)
-    with _atomic_folder(target) as tmp:
+    with staging_directory(target) as tmp:
         write_savedmodel(model, tmp)
+        os.rename(tmp, target)
     return target
 
 

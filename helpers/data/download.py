@@ -1,7 +1,8 @@
 """Download HAM10000 from Harvard Dataverse with resume and checksum checks, and unpack it atomically.
 
-An interrupted or failed run leaves at most a resumable ``.part`` file in the download cache, never a
-half-written dataset at the destination.
+An interrupted or failed run leaves at most a resumable ``.part`` file in the download cache (holding every
+byte that arrived), never a half-written dataset at the destination. Folders get the usual permissions of
+the umask, and an archive with a member that would land outside its folder is refused.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import re
 import shutil
 import zipfile
 from collections.abc import Iterable
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import requests
+import urllib3
 from tqdm.auto import tqdm
 
 from helpers.core.atomic import staging_directory
@@ -32,8 +35,10 @@ OPTIONAL_FILES = (MASK_FOLDER,)
 """Dataverse file names without extension: a zip unpacks into a folder of that name, a table into NAME.csv."""
 
 TABLE_SUFFIXES = (".csv", ".tab", ".tsv")
+_DRIVE = re.compile(r"[A-Za-z]:")
 DOWNLOAD_CACHE = ".downloads"
 CHUNK_BYTES = 1 << 20
+"""The most bytes read (and written to the ``.part`` file) at a time; a read returns what has arrived."""
 TIMEOUT_S = (15, 60)
 """Seconds to wait for a connection and between received bytes."""
 
@@ -139,10 +144,10 @@ def _stream(remote: RemoteFile, part: Path, progress: bool) -> None:
                     disable=not progress,
                 ) as bar,
             ):
-                for chunk in response.iter_content(CHUNK_BYTES):
-                    out.write(chunk)
+                while chunk := response.raw.read1(CHUNK_BYTES, decode_content=True):
+                    out.write(chunk)  # whatever arrived: a dropped connection loses nothing received
                     bar.update(len(chunk))
-        except requests.RequestException as error:
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
             raise DownloadError(
                 f"Download of {remote.name} was interrupted ({error}). The partial file {part} is kept: "
                 "run the download again to resume it."
@@ -181,18 +186,34 @@ def _unzip(archive: Path, target: Path, progress: bool) -> None:
 
 
 def _extract(archive: Path, folder: Path, progress: bool) -> None:
-    """Extract every member of a zip file but macOS metadata into ``folder``; DownloadError if it is bad."""
+    """Extract every member of a zip file but macOS metadata into ``folder``; DownloadError if it is bad,
+    empty, or has a member whose path is absolute or climbs out with ``..`` (zipfile would silently
+    rewrite it into the folder)."""
     try:
         with zipfile.ZipFile(archive) as zipped:
             members = [m for m in zipped.infolist() if not m.filename.startswith("__MACOSX/")]
             if not members:
                 raise DownloadError(f"{archive} is an empty zip file; delete it and download again.")
+            unsafe = [m.filename for m in members if _unsafe_member(m.filename)]
+            if unsafe:
+                raise DownloadError(
+                    f"{archive} has {len(unsafe)} member(s) with an absolute path or '..', which would land "
+                    f"outside the dataset folder, e.g. {unsafe[:3]}; nothing was unpacked.\n"
+                    "Fix: delete it and download again; if it comes back so, unpack it by hand after "
+                    "checking its content."
+                )
             for member in tqdm(members, desc=f"Unpacking {archive.name}", unit="file", disable=not progress):
                 zipped.extract(member, folder)
     except zipfile.BadZipFile as error:
         raise DownloadError(
             f"{archive} is not a valid zip file ({error}); delete it and download again."
         ) from error
+
+
+def _unsafe_member(name: str) -> bool:
+    """Whether a zip member's path is absolute (``/x``, ``\\x``, ``C:x``) or has a ``..`` part."""
+    parts = name.replace("\\", "/").split("/")
+    return name.startswith(("/", "\\")) or bool(_DRIVE.match(name)) or ".." in parts
 
 
 def _write_csv(table: Path, target: Path) -> None:

@@ -20,6 +20,7 @@ from helpers.data.validation import (
     conform_frame,
     numeric_column,
     read_checked_table,
+    require_rows,
     validate_image_files,
 )
 
@@ -68,10 +69,12 @@ def _mask_paths(root: Path, image_ids: pd.Series) -> list[str | None]:
 
 
 def _read_metadata(csv_path: Path) -> pd.DataFrame:
-    """The metadata CSV, validated: all columns present, ids filled and unique, dx known, age numeric."""
+    """The metadata CSV, validated: all columns present, some rows, ids filled and unique, dx known, age
+    numeric."""
     frame = read_checked_table(
         csv_path, METADATA_COLUMNS, filled=("lesion_id", "image_id", "dx"), unique="image_id"
     )
+    require_rows(frame, csv_path)
     check_labels(frame, csv_path)
     frame["age"] = numeric_column(frame, "age", csv_path)
     return frame
@@ -89,7 +92,8 @@ def load_ham10000(
 
     Every listed image must exist; ``verify_images`` also checks each file is a complete image (fast, reads
     only its ends) and ``decode_images`` decodes them all. Image problems raise one DataError, or with
-    ``on_error="skip"`` drop those rows (see ``helpers.data.validation.skip_report``). CSV problems always raise.
+    ``on_error="skip"`` drop those rows (see ``helpers.data.validation.skip_report``). CSV problems always
+    raise.
     """
     root = Path(root).expanduser().resolve()
     csv_path = _check_root(root)

@@ -1,8 +1,10 @@
-"""Read, write and check image files with OpenCV, always as 8-bit RGB.
+"""Read and check image files with OpenCV, always as 8-bit RGB.
 
-Missing, empty, truncated or corrupt files raise :class:`~helpers.core.errors.DataError` naming the file and the
-fix. Truncation is caught from the file's tail (JPEG end-of-image marker, PNG IEND chunk) without decoding,
-which is cheap and does not rely on the decoder (OpenCV 4 silently decodes a cut-short JPEG, partly grey).
+Missing, empty, truncated or corrupt files raise :class:`~helpers.core.errors.DataError` naming the file and
+the fix. Truncation is caught from the file's tail (JPEG end-of-image marker, PNG IEND chunk) without
+decoding, which is cheap and does not rely on the decoder (OpenCV 4 silently decodes a cut-short JPEG, partly
+grey). Damage inside a JPEG's entropy-coded data, which OpenCV and TensorFlow decode into a wrong image with
+only a libjpeg warning on stderr, is caught wherever an image is decoded, by a strict libjpeg-turbo decode.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import simplejpeg
 
-from helpers.core.atomic import atomic_write_bytes
 from helpers.core.errors import DataError
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
@@ -23,6 +25,9 @@ IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".t
 
 MISSING_FILE = "missing file"
 """The problem reported for an image path with no file behind it."""
+CANNOT_DECODE = "cannot be decoded (corrupt image data)"
+DAMAGED_JPEG = "damaged JPEG data"
+"""The start of the problem reported for a JPEG whose data libjpeg-turbo finds corrupt (the rest says how)."""
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -34,6 +39,10 @@ _PROBE_BYTES = 32
 # JPEG start-of-frame markers (baseline, progressive, lossless, ...); they carry the image size.
 _JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _JPEG_BARE_MARKERS = frozenset({0x01, *range(0xD0, 0xD9)})
+# Starts of libjpeg-turbo messages about what it cannot do, not about damaged data; OpenCV then decides.
+_JPEG_LIMITS = ("Unsupported", "Warning:", "Unknown Adobe", "JFIF")
+# The colour space to decode each JPEG colour space into (a CMYK file cannot be decoded to RGB).
+_JPEG_OUTPUT = {"Gray": "GRAY", "CMYK": "CMYK", "YCCK": "CMYK"}
 
 _FIX_MISSING = "Check the path, or re-extract / re-download the dataset so that the file exists."
 _FIX_DAMAGED = (
@@ -71,6 +80,29 @@ def _content_problem(head: bytes, tail: bytes) -> str | None:
     return "not an image (not JPEG, PNG, BMP, TIFF or WebP data)"
 
 
+def _decode_problem(data: bytes) -> str | None:
+    """Why the bytes of an image do not decode intact, or None: a JPEG strictly by libjpeg-turbo, other
+    formats (and JPEG features libjpeg-turbo lacks) by OpenCV.
+
+    Bytes overwritten in a JPEG's entropy-coded data desynchronise its Huffman decoding, which libjpeg
+    reports as a warning ("premature end of data segment", "extraneous bytes before marker") that OpenCV
+    and TensorFlow print and ignore, returning a wrong image; the strict decode makes it the reason.
+    """
+    if data.startswith(_JPEG_MAGIC):
+        try:
+            colorspace = simplejpeg.decode_jpeg_header(data, strict=False)[2]
+        except (ValueError, KeyError):  # KeyError: a colour space simplejpeg does not know
+            colorspace = None  # no usable header: OpenCV decides below
+        if colorspace is not None:
+            try:
+                simplejpeg.decode_jpeg(data, colorspace=_JPEG_OUTPUT.get(colorspace, "RGB"), strict=True)
+                return None
+            except ValueError as error:
+                if not str(error).startswith(_JPEG_LIMITS):
+                    return f"{DAMAGED_JPEG} ({error})"
+    return None if _decode(data) is not None else CANNOT_DECODE
+
+
 def _decode(data: bytes) -> np.ndarray | None:
     """OpenCV's decoding of encoded image bytes, unchanged in depth and channels; None if it fails."""
     try:
@@ -83,7 +115,8 @@ def image_problem(path: str | Path, *, verify: bool = True, decode: bool = False
     """Short reason why ``path`` is not a usable image, or None if it passes.
 
     ``verify=False`` only checks that the file exists (one stat); ``verify=True`` also reads its first and
-    last bytes (non-empty, known format, not truncated); ``decode=True`` additionally decodes the whole image.
+    last bytes (non-empty, known format, not truncated); ``decode=True`` additionally decodes the whole image
+    (a JPEG strictly too, which finds damaged data that decoders let through).
     """
     path = Path(path)
     if not path.is_file():
@@ -92,10 +125,7 @@ def image_problem(path: str | Path, *, verify: bool = True, decode: bool = False
         return None
     if decode:
         data = path.read_bytes()
-        problem = _content_problem(data[:_PROBE_BYTES], data[-_PROBE_BYTES:])
-        if problem is None and _decode(data) is None:
-            problem = "cannot be decoded (corrupt image data)"
-        return problem
+        return _content_problem(data[:_PROBE_BYTES], data[-_PROBE_BYTES:]) or _decode_problem(data)
     with path.open("rb") as handle:
         head = handle.read(_PROBE_BYTES)
         handle.seek(max(0, path.stat().st_size - _PROBE_BYTES))
@@ -136,16 +166,17 @@ def _to_rgb8(image: np.ndarray, path: Path) -> np.ndarray:
 def read_image_rgb(path: str | Path) -> np.ndarray:
     """Read an image file as an (H, W, 3) uint8 RGB array: grey, alpha, palette and 16-bit become 8-bit RGB.
 
-    Alpha is dropped (not blended). A missing, empty, truncated or corrupt file raises DataError naming it.
+    Alpha is dropped (not blended). A missing, empty, truncated, damaged or corrupt file raises DataError
+    naming it.
     """
     path = Path(path)
     if not path.is_file():
         raise _image_error(path, MISSING_FILE)
     data = path.read_bytes()
-    problem = _content_problem(data[:_PROBE_BYTES], data[-_PROBE_BYTES:])
+    problem = _content_problem(data[:_PROBE_BYTES], data[-_PROBE_BYTES:]) or _decode_problem(data)
     image = _decode(data) if problem is None else None
     if image is None:
-        raise _image_error(path, problem or "cannot be decoded (corrupt image data)")
+        raise _image_error(path, problem or CANNOT_DECODE)
     return _to_rgb8(image, path)
 
 

@@ -18,6 +18,7 @@ from helpers.data.validation import (
     format_listing,
     numeric_column,
     read_checked_table,
+    require_rows,
     validate_image_files,
 )
 
@@ -89,6 +90,7 @@ def load_isic2018_test(
     csv_path = Path(ground_truth_csv or images_dir)
     csv_path = find_ground_truth(csv_path) if csv_path.is_dir() else csv_path
     table = read_checked_table(csv_path, CSV_COLUMNS, filled=("image",), unique="image")
+    require_rows(table, csv_path)
     frame = pd.DataFrame({"image_id": table["image"], "dx": _diagnoses(table, csv_path)})
     folders = [images_dir, *(images_dir / name for name in IMAGE_SUBFOLDERS if (images_dir / name).is_dir())]
     frame["image_path"] = locate_images(frame["image_id"], folders)

@@ -3,15 +3,14 @@
 Datasets yield ``(images, labels)``: images float32 in 0..255 of shape (B, H, W, 3) (models rescale them
 themselves); labels int32 class indices of shape (B,) for ``task="multiclass"`` (column ``label``) and
 float32 0/1 of shape (B,) for ``task="binary"`` (column ``malignant``; Keras matches it to a (B, 1)
-sigmoid output). Image files are expected to be validated by the dataset loaders; a file that still
-fails to decode inside a dataset raises TensorFlow's own error, while :func:`load_image_array` (and so
-``cache=True``) names the file in a :class:`DataError`.
+sigmoid output). Before any decoding, every file is checked (decoded once, a JPEG strictly: TensorFlow
+turns damaged JPEG data into a wrong image with a mere warning), and unusable files raise one
+:class:`DataError` listing them; a file that still fails inside a dataset raises TensorFlow's own error,
+while :func:`load_image_array` (and so ``cache=True``) names it in a DataError.
 """
 
 from __future__ import annotations
 
-import math
-import os
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -23,6 +22,7 @@ from helpers.core.config import CLASS_NAMES
 from helpers.core.errors import DataError
 from helpers.data.augment import AUGMENT_MODES, augment_images
 from helpers.data.images import read_image_rgb
+from helpers.data.validation import format_listing, image_problems
 
 AUTOTUNE = tf.data.AUTOTUNE
 DEFAULT_IMAGE_SIZE: tuple[int, int] = (150, 200)
@@ -114,7 +114,7 @@ def _image_loader(
 ) -> Callable[[tf.Tensor], tf.Tensor]:
     """A function from a row index to that row's uint8 (H, W, 3) image, from files or from ``images``."""
     if images is None:
-        paths = tf.constant(_existing_paths(frame["image_path"]))
+        paths = tf.constant(checked_paths(frame["image_path"]))
         return lambda index: decode_and_resize(tf.gather(paths, index), image_size)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3 or len(images) != len(frame):
         raise ValueError(
@@ -181,8 +181,8 @@ def load_image_array(
 ) -> np.ndarray:
     """Decode and resize every image once into a uint8 (N, H, W, 3) array, for in-memory training.
 
-    Decodes with :func:`image_batches` under a progress bar; a missing or undecodable file raises
-    :class:`DataError` naming it.
+    Decodes with :func:`image_batches` under a progress bar; missing, damaged or undecodable files raise
+    :class:`DataError` naming them.
     """
     paths = [str(path) for path in paths]
     result = np.empty((len(paths), *image_size, 3), dtype=np.uint8)
@@ -200,10 +200,10 @@ def image_batches(
 ) -> Iterator[np.ndarray]:
     """The images decoded and resized as in training, in order, as uint8 (B, H, W, 3) batches.
 
-    Decoding runs as a parallel tf.data map; a missing or undecodable file raises :class:`DataError`
-    naming it.
+    Decoding runs as a parallel tf.data map after :func:`checked_paths`; missing, damaged or undecodable
+    files raise :class:`DataError` naming them.
     """
-    paths = _existing_paths(paths)
+    paths = checked_paths(paths)
     if not paths:
         return
     decoded = iter(
@@ -221,15 +221,19 @@ def image_batches(
             raise _decode_error(paths[start : start + batch_size], image_size) from error
 
 
-def _existing_paths(paths: Sequence[str] | pd.Series) -> list[str]:
-    """The paths as strings, after checking every file exists (a missing one raises DataError)."""
+def checked_paths(paths: Sequence[str] | pd.Series) -> list[str]:
+    """The paths as strings, after checking that every file is a usable image (decoding it, a JPEG strictly);
+    DataError listing the missing, damaged and undecodable ones."""
     paths = [str(path) for path in paths]
-    missing = [path for path in paths if not os.path.isfile(path)]
-    if missing:
+    problems = image_problems(paths, decode=True)
+    bad = [(path, problem) for path, problem in zip(paths, problems, strict=True) if problem is not None]
+    if bad:
         raise DataError(
-            f"{len(missing)} of {len(paths)} image files are missing, e.g. {missing[:3]}",
-            path=missing[0],
-            fix="check the dataset folder (re-download it) or rebuild the frame with its loader",
+            f"{len(bad)} of {len(paths)} image files are missing or unusable:\n"
+            + format_listing([f"{path}: {problem}" for path, problem in bad]),
+            path=bad[0][0],
+            fix="replace the files (re-download the dataset), or load it with decode_images=True and "
+            "on_error='skip' to leave them out",
         )
     return paths
 

@@ -98,16 +98,28 @@ def format_listing(items: Sequence[str]) -> str:
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV with every column as text (blank cells as ""), turning read errors into a DataError."""
+    """Read a CSV with every column as text (blank cells as "") and column names stripped of spaces on both
+    sides, turning read errors into a DataError."""
     path = Path(path)
     if not path.is_file():
         raise DataError("CSV file not found.", path=path, fix="Check the path or re-download the dataset.")
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (ValueError, UnicodeDecodeError) as error:
         raise DataError(
             f"Cannot parse the CSV file: {error}", path=path, fix="Replace it with the original UTF-8 CSV."
         ) from None
+    return frame.rename(columns=lambda name: str(name).strip())
+
+
+def require_rows(frame: pd.DataFrame, path: str | Path) -> None:
+    """Raise DataError when the CSV has a header but no rows (rather than an odd error further on)."""
+    if frame.empty:
+        raise DataError(
+            "The CSV has a header but no rows: it lists no images.",
+            path=path,
+            fix="Use the original file; it may have been cut short while copying or editing.",
+        )
 
 
 def require_columns(frame: pd.DataFrame, required: Sequence[str], path: str | Path) -> None:
@@ -187,7 +199,7 @@ def numeric_column(frame: pd.DataFrame, column: str, path: str | Path) -> pd.Ser
     return values.astype(float)
 
 
-def _image_problems(paths: Sequence[str], *, verify: bool, decode: bool) -> list[str | None]:
+def image_problems(paths: Sequence[str], *, verify: bool = True, decode: bool = False) -> list[str | None]:
     """image_problem for every path, in chunks on threads (I/O and OpenCV release the GIL), with progress."""
     check = partial(image_problem, verify=verify, decode=decode)
     chunks = [paths[start : start + _CHUNK_SIZE] for start in range(0, len(paths), _CHUNK_SIZE)]
@@ -221,7 +233,7 @@ def validate_image_files(
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
     problems = pd.Series(
-        _image_problems(frame["image_path"].tolist(), verify=verify_images, decode=decode),
+        image_problems(frame["image_path"].tolist(), verify=verify_images, decode=decode),
         index=frame.index,
         dtype=object,
     )

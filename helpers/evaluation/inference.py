@@ -3,8 +3,9 @@ batches (optionally averaged over flips) and return class probabilities; for new
 the probabilities corrected by the checkpoint's operating point, P(malignant) and the decision.
 
 A sigmoid (N, 1) output is returned as the two columns [P(benign), P(malignant)], so every caller sees
-one probability per class of the checkpoint. An image that cannot be read gets a row with its error and
-NaN probabilities; the other images are still predicted.
+one probability per class of the checkpoint. An image that cannot be read (damaged JPEG data included) gets a
+row with its error and NaN probabilities; the other images are still predicted. An image far smaller than
+the model input is predicted with a warning on its row.
 """
 
 from __future__ import annotations
@@ -21,11 +22,15 @@ from tqdm.auto import tqdm
 
 from helpers.core.config import BINARY_CLASS_NAMES
 from helpers.core.errors import DataError
-from helpers.data.images import image_problem
+from helpers.data.images import image_problem, image_size
 from helpers.data.pipeline import decode_and_resize, image_batches
 from helpers.evaluation.metrics import malignant_probability
 from helpers.evaluation.operating_point import corrected_probabilities, saved_operating_point
 from helpers.models.checkpoints import checked_class_names, load_checkpoint
+
+UPSCALE_WARNING = 2.0
+"""An image enlarged more than this many times along a side to fit the model input gets a warning: the
+model then sees little more than blur, yet still answers with confidence."""
 
 
 def model_input_size(model: keras.Model) -> tuple[int, int]:
@@ -73,14 +78,26 @@ def predict_probabilities(
 
 
 def read_for_model(path: str | Path, input_size: Sequence[int]) -> np.ndarray:
-    """One image as uint8 (H, W, 3) at ``input_size``, decoded as in training; DataError if unusable."""
-    problem = image_problem(path)
+    """One image as uint8 (H, W, 3) at ``input_size``, decoded as in training; DataError if unusable
+    (missing, truncated, damaged or undecodable)."""
+    problem = image_problem(path, decode=True)
     if problem is not None:
         raise DataError(f"Unusable image: {problem}.", path=path)
     try:
         return decode_and_resize(tf.constant(str(path)), tuple(input_size)).numpy()
     except tf.errors.OpError as error:
         raise DataError(f"Cannot decode image ({error.message}).", path=path) from error
+
+
+def small_image_warning(path: str | Path, input_size: Sequence[int]) -> str:
+    """A warning when the image at ``path`` is far smaller than ``input_size`` (height, width), else ""."""
+    height, width = image_size(path)
+    if height * UPSCALE_WARNING >= input_size[0] and width * UPSCALE_WARNING >= input_size[1]:
+        return ""
+    return (
+        f"image of {width}x{height} pixels is far smaller than the model input of {input_size[1]}x"
+        f"{input_size[0]}: enlarged, it shows too little detail for a reliable prediction"
+    )
 
 
 def probability_column(class_name: str) -> str:
@@ -92,7 +109,8 @@ def predict_images(
     checkpoint: str | Path, paths: Sequence[str | Path], *, batch_size: int = 32, progress: bool = True
 ) -> pd.DataFrame:
     """One row per path: path, ``prob_<class>`` per class, predicted class, p_malignant, decision
-    ("malignant"/"benign" at the saved threshold, else 0.5) and error ("" when the image was fine).
+    ("malignant"/"benign" at the saved threshold, else 0.5), error ("" when the image was fine) and warning
+    ("" unless the image is far smaller than the model input, see :func:`small_image_warning`).
 
     Probabilities are temperature-scaled and prior-corrected as saved in the operating point. A missing or
     foreign checkpoint raises :class:`~helpers.core.errors.CheckpointError`.
@@ -110,7 +128,15 @@ def predict_images(
 
 
 def _columns(class_names: Sequence[str]) -> list[str]:
-    return ["path", *map(probability_column, class_names), "predicted", "p_malignant", "decision", "error"]
+    return [
+        "path",
+        *map(probability_column, class_names),
+        "predicted",
+        "p_malignant",
+        "decision",
+        "error",
+        "warning",
+    ]
 
 
 def _predict_chunk(
@@ -120,11 +146,13 @@ def _predict_chunk(
     class_names: Sequence[str],
     point: dict[str, float],
 ) -> list[dict]:
-    """Rows for a chunk of paths: the readable images predicted in one batch, the others with their error."""
-    images, errors = {}, {}
+    """Rows for a chunk of paths: the readable images predicted in one batch (with their size warning), the
+    others with their error."""
+    images, errors, warnings = {}, {}, {}
     for path in paths:
         try:
             images[path] = read_for_model(path, input_size)
+            warnings[path] = small_image_warning(path, input_size)
         except DataError as error:
             errors[path] = str(error).splitlines()[0]
     probs = {}
@@ -133,14 +161,16 @@ def _predict_chunk(
         batch = corrected_probabilities(raw, point["temperature"], point["class_bias"])
         probs = dict(zip(images, batch, strict=True))
     return [
-        _row(path, probs.get(path), errors.get(path, ""), class_names, point["threshold"]) for path in paths
+        _row(path, probs.get(path), errors.get(path, ""), class_names, point["threshold"])
+        | {"warning": warnings.get(path, "")}
+        for path in paths
     ]
 
 
 def _row(
     path: str, probs: np.ndarray | None, error: str, class_names: Sequence[str], threshold: float
 ) -> dict:
-    """One output row; NaN probabilities and empty labels when the image failed."""
+    """One output row but its warning; NaN probabilities and empty labels when the image failed."""
     if probs is None:
         values = dict.fromkeys(map(probability_column, class_names), np.nan)
         return {

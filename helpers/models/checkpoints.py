@@ -342,6 +342,14 @@ def checked_class_names(metadata: dict[str, Any]) -> tuple[str, ...]:
 
 
 
+def _class_list(names: Sequence[str], shown: int = 7) -> str:
+    """The class names as a list, or the first few, the last and the count if more (ImageNet has 1,000)."""
+    names = list(names)
+    if len(names) <= shown:
+        return str(names)
+    return f"[{', '.join(map(repr, names[: shown - 1]))}, ..., {names[-1]!r}] ({len(names)} classes)"
+
+
 def check_compatible(
     metadata: dict[str, Any], *, class_names: Sequence[str], input_size: Sequence[int] | None = None
 ) -> None:
@@ -350,8 +358,8 @@ def check_compatible(
     trained_for = list(metadata.get("class_names", []))
     if trained_for != list(class_names):
         raise CheckpointError(
-            f"{source} was trained for task {metadata.get('task')!r} with classes {trained_for}, "
-            f"but these data use classes {list(class_names)}.\n"
+            f"{source} was trained for task {metadata.get('task')!r} with classes "
+            f"{_class_list(trained_for)}, but these data use classes {_class_list(class_names)}.\n"
             "Fix: pick a checkpoint made for this task (list_checkpoints(models_dir, task=...)) or train one."
         )
     if input_size is not None and list(metadata.get("input_size", [])) != list(input_size):

@@ -2,11 +2,13 @@
 
 A config holds a ``name``, ``parameters`` common to all notebooks and optional per-notebook sections under
 ``notebooks``; command-line overrides come last. Each notebook only receives the names its ``parameters``
-cell declares, and a name that no notebook declares is an error (a typo must not be silently ignored).
+cell declares, and a name that no notebook declares is an error (a typo must not be silently ignored), as is
+a value whose type does not fit the declared default (caught before any notebook starts).
 """
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -102,7 +104,8 @@ def parse_literal(text: str) -> object:
 
 
 def declared_parameters(notebook: Path) -> dict[str, object]:
-    """Names and defaults declared in a notebook's ``parameters`` cell (empty if it has none)."""
+    """Names and defaults (as source text, e.g. ``'"auto"'``) declared in a notebook's ``parameters`` cell
+    (empty if it has none)."""
     import papermill  # imported here: papermill pulls in nbclient/jupyter, slow for `skinlesion --help`
 
     try:
@@ -123,8 +126,10 @@ def plan_parameters(
 ) -> dict[str, dict[str, object]]:
     """Parameters per selected notebook stem: config name, common parameters, its section, then overrides.
 
-    ``declared`` maps every known notebook stem to its declared parameters; names that none of them declare
-    (or, for overrides, none of the selected notebooks) raise :class:`ConfigError`.
+    ``declared`` maps every known notebook stem to its declared parameters and their defaults as source text
+    (as :func:`declared_parameters` gives them); names that none of them declare (or, for overrides, none of
+    the selected notebooks) and values that do not fit the type of a selected notebook's default raise
+    :class:`ConfigError`.
     """
     _check_config_names(run_config, declared)
     _check_override_names(overrides, {stem: declared[stem] for stem in selected})
@@ -137,7 +142,62 @@ def plan_parameters(
         }
         merged.update(overrides)
         plan[stem] = {name: value for name, value in merged.items() if name in declared[stem]}
+    _check_types(plan, declared, overrides, run_config.path)
     return plan
+
+
+def _check_types(
+    plan: Mapping[str, Mapping[str, object]],
+    declared: Mapping[str, Mapping[str, object]],
+    overrides: Mapping[str, object],
+    config_path: Path,
+) -> None:
+    """Raise ConfigError listing every planned value whose type does not fit the notebook's default (once
+    per name, for the first notebook it does not fit)."""
+    problems: dict[str, str] = {}
+    for stem, values in plan.items():
+        for name, value in values.items():
+            default = _literal(declared[stem][name])
+            if not _fits(value, default):
+                problems.setdefault(
+                    name,
+                    f"{name} = {value!r} (from {'-p' if name in overrides else config_path}) does not fit "
+                    f"{stem}'s default {declared[stem][name]}: give {_expected(default)}",
+                )
+    if problems:
+        raise ConfigError(
+            "Parameter value(s) of the wrong type:\n  " + "\n  ".join(problems.values()) + "\n"
+            "Fix: -p values are YAML literals (20, 0.5, true, null, [150, 200]); quote text that looks like "
+            "a number: -p NAME \"'123'\"."
+        )
+
+
+def _literal(source: object) -> object:
+    """The value of a default's source text; None (which any value fits) when it is no plain literal."""
+    try:
+        return ast.literal_eval(str(source))
+    except (ValueError, SyntaxError):
+        return None
+
+
+def _fits(value: object, default: object) -> bool:
+    """Whether ``value`` may replace ``default``: a None default takes anything, text also takes None, a
+    float takes an int; otherwise the type must be the same (a bool is no number)."""
+    if default is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float)
+    if isinstance(default, str):
+        return value is None or isinstance(value, str)
+    return isinstance(value, type(default))
+
+
+def _expected(default: object) -> str:
+    """What a value fitting ``default`` looks like, for the error message."""
+    kinds = {bool: "true or false", int: "a whole number", float: "a number", str: "text (or null)"}
+    return kinds.get(type(default), f"a {type(default).__name__}")
 
 
 def _check_config_names(run_config: RunConfig, declared: Mapping[str, Mapping[str, object]]) -> None:

@@ -15,11 +15,15 @@ or in one call: ``result = train(config, frame, split_file=split_file)``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
+import signal
+import sys
+import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +50,10 @@ from helpers.training.callbacks import (
 from helpers.training.feature_cache import cached_features, train_head_on_features
 from helpers.training.losses import class_weights
 from helpers.training.settings import MODEL_PARAMS, TrainConfig
+
+
+class TrainingStopped(SkinLesionError):
+    """Training ended by SIGTERM; the message says how to resume from the last completed epoch."""
 
 
 @dataclass
@@ -113,6 +121,7 @@ class TrainingRun:
     """One training run as visible steps: the model, the data and the resume state are made here; then
     :meth:`head_phase`, :meth:`fine_tune_phase` (each skipped when not configured or already done by an
     interrupted run) and :meth:`finish`, which puts the best epoch's weights back and returns the result.
+    A phase stopped by SIGTERM (raising :class:`TrainingStopped`) or Ctrl-C says how to resume.
 
     ``model`` replaces the one ``config`` describes (e.g. another head): it must keep
     :func:`helpers.models.build_model`'s layer names ``features``, ``logits`` and ``probabilities`` (on
@@ -236,7 +245,7 @@ class TrainingRun:
         Skipped when an interrupted run being resumed has finished it."""
         if 1 in self.state.finished_phases:
             return
-        with self.strategy.scope():
+        with self.strategy.scope(), self._stops_say_how_to_resume():
             self._head_phase()
 
     def _head_phase(self) -> None:
@@ -281,7 +290,7 @@ class TrainingRun:
         without ``fine_tune_layers`` and ``fine_tune_epochs``, once done, or when the time budget is spent."""
         if not self.fine_tunes or 2 in self.state.finished_phases or self.budget.exhausted:
             return
-        with self.strategy.scope():
+        with self.strategy.scope(), self._stops_say_how_to_resume():
             self._fine_tune_phase()
 
     def _fine_tune_phase(self) -> None:
@@ -295,6 +304,37 @@ class TrainingRun:
             self.model, phase=2, end_epoch=self.state.phase_end_epoch(1) + config.fine_tune_epochs
         )
         self._finish_phase(2)
+
+    @contextlib.contextmanager
+    def _stops_say_how_to_resume(self) -> Iterator[None]:
+        """While a phase trains, SIGTERM raises TrainingStopped (it used to end the process without a word)
+        and Ctrl-C prints the same advice: the completed epochs are kept, and how to continue from them."""
+
+        def stopped(signum: int, frame: object) -> None:
+            raise TrainingStopped(
+                f"Training run {self.config.name!r} was stopped by SIGTERM. {self._resume_hint()}"
+            )
+
+        in_main_thread = threading.current_thread() is threading.main_thread()  # signals reach only it
+        previous = signal.signal(signal.SIGTERM, stopped) if in_main_thread else None
+        try:
+            yield
+        except KeyboardInterrupt:
+            print(
+                f"Training run {self.config.name!r} was interrupted. {self._resume_hint()}", file=sys.stderr
+            )
+            raise
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+    def _resume_hint(self) -> str:
+        """What a stopped run keeps and how to continue it."""
+        return (
+            f"Its {self.state.epoch} completed epoch(s) are kept in {self.resume_dir}.\n"
+            f"Fix: to continue, train again with resume=True and the same run_name {self.config.name!r} "
+            "(e.g. skinlesion run 02-train -p resume true), or start afresh with resume=False."
+        )
 
     def restore_best(self) -> None:
         """Load the best epoch's weights (kept in memory, or from its checkpoint after a resume)."""
