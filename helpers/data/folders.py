@@ -16,7 +16,13 @@ import pandas as pd
 from helpers.core.config import BINARY_CLASS_NAMES
 from helpers.core.errors import DataError
 from helpers.data.images import IMAGE_SUFFIXES
-from helpers.data.validation import OnError, check_unique, conform_frame, read_checked_table, validate_image_files
+from helpers.data.validation import (
+    OnError,
+    check_unique,
+    conform_frame,
+    read_checked_table,
+    validate_image_files,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +172,9 @@ def load_image_folder(
             "No image files in the folder.", path=root, fix=f"use images ending in {sorted(IMAGE_SUFFIXES)}"
         )
     image_ids = [path.relative_to(root).with_suffix("").as_posix() for path in paths]
-    frame = pd.DataFrame({"image_id": image_ids, "image_path": [str(path) for path in paths], "malignant": -1})
+    frame = pd.DataFrame(
+        {"image_id": image_ids, "image_path": [str(path) for path in paths], "malignant": -1}
+    )
     frame, report = validate_image_files(
         frame, verify_images=verify_images, decode=decode_images, on_error=on_error, origin=root
     )

@@ -38,7 +38,7 @@ PREPROCESSING: dict[str, str | None] = {
     "none": None,
 }
 """What each ``--preprocessing`` choice did to raw 0-255 RGB outside the model, as the layer that now does it
-inside (:func:`helpers.models.build.preprocessing_layer`; None: nothing, e.g. EfficientNet rescales itself)."""
+inside (:func:`helpers.models.build.preprocessing_layer`; None: nothing, EfficientNet rescales itself)."""
 APPLICATION_MODULES: dict[str, str] = {
     "mobilenet_v2": "mobilenet_v2",
     "inception": "inception_v3",
@@ -142,7 +142,9 @@ def _checked_input_size(model: keras.Model, declared: Sequence[int], path: Path)
             f"Fix: pass --input-size {fixed[0]} {fixed[1]}."
         )
     if model.inputs[0].shape[-1] != 3:
-        raise CheckpointError(f"{path} takes {model.inputs[0].shape[-1]}-channel images; only RGB is supported.")
+        raise CheckpointError(
+            f"{path} takes {model.inputs[0].shape[-1]}-channel images; only RGB is supported."
+        )
     return size
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import importlib.metadata
 import json
 import logging
 import re
@@ -23,9 +22,9 @@ import numpy as np
 
 from helpers.core import config
 from helpers.core.atomic import atomic_path, atomic_write_text
+from helpers.core.errors import CheckpointError
 from helpers.core.provenance import git_commit, package_version
 from helpers.models.legacy import is_keras2_file, keras_version, load_keras2_model
-from helpers.core.errors import CheckpointError
 
 CHECKPOINT_SUFFIX = ".h5"
 MODEL_SUFFIXES: tuple[str, ...] = (".h5", ".keras")
@@ -209,11 +208,14 @@ def _model_facts(path: Path) -> tuple[str, str]:
     height, side = model.inputs[0].shape[1:3]
     size = f"{height} {side}" if height and side else "H W"
     saved_by = f"Saved by Keras {keras_version(path)}, it" if path.suffix == ".h5" else "It"
-    facts = f"{saved_by} outputs {width} value(s) per image and takes {height or 'any'}x{side or 'any'} images."
+    facts = (
+        f"{saved_by} outputs {width} value(s) per image and takes {height or 'any'}x{side or 'any'} images."
+    )
     if width == 1:
         task = "--task binary"
     else:
-        task = f"--task {'binary' if width == 2 else 'multiclass'} --classes NAME ... (its {width} outputs in order)"
+        kind = "binary" if width == 2 else "multiclass"
+        task = f"--task {kind} --classes NAME ... (its {width} outputs in order)"
     return facts, f"{task} {options} --input-size {size}"
 
 
@@ -228,7 +230,7 @@ def check_model_file(path: Path) -> None:
     if path.suffix == ".keras":
         if not zipfile.is_zipfile(path):
             raise CheckpointError(
-                f"{path} is not a Keras 3 .keras archive (not a zip file: truncated, or another file renamed?)"
+                f"{path} is not a Keras 3 .keras archive (not a zip file: truncated, or renamed?)"
                 "\nFix: copy the file again, or export it again with `skinlesion export --format keras`."
             )
         return
@@ -240,7 +242,7 @@ def _check_keras_h5(path: Path) -> None:
     if not path.is_file():
         raise CheckpointError(
             f"Checkpoint not found: {path}\n"
-            "Fix: check the path; helpers.models.checkpoints.list_checkpoints(models_dir) lists the saved ones."
+            "Fix: check the path; helpers.models.list_checkpoints(models_dir) lists the saved ones."
         )
     if not h5py.is_hdf5(path):
         raise CheckpointError(
@@ -338,8 +340,6 @@ def checked_class_names(metadata: dict[str, Any]) -> tuple[str, ...]:
         )
     check_compatible(metadata, class_names=config.TASK_CLASSES[task])
     return config.TASK_CLASSES[task]
-
-
 
 
 def _class_list(names: Sequence[str], shown: int = 7) -> str:

@@ -59,7 +59,7 @@ def load_keras2_model(path: str | Path) -> keras.Model:
             raise CheckpointError(
                 f"{path} was saved by Keras {keras_version(path)} and could not be converted to Keras 3: "
                 f"{type(error).__name__}: {error}\n"
-                "Fix: open it with tf-keras (`uv sync --extra legacy`; import tf_keras) and re-save its weights "
+                "Fix: open it with tf-keras (`uv sync --extra legacy`, import tf_keras), re-save its weights "
                 "into a model built with helpers.models.build_model, or report the layer type."
             ) from error
 
@@ -108,7 +108,9 @@ def _as_functional(config: dict[str, Any]) -> dict[str, Any]:
         shape = layers[0]["config"].get("batch_input_shape")
         if shape is None:
             raise CheckpointError("A Sequential model without an input shape cannot be converted to Keras 3.")
-        layers.insert(0, {"class_name": "InputLayer", "config": {"batch_input_shape": shape, "name": "input"}})
+        layers.insert(
+            0, {"class_name": "InputLayer", "config": {"batch_input_shape": shape, "name": "input"}}
+        )
     previous = None
     for layer in layers:
         layer["name"] = layer["config"]["name"]

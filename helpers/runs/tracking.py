@@ -2,7 +2,7 @@
 
 Rows are never edited: each append reads the file, adds one line and atomically replaces it, under a lock
 so that concurrent runs never lose a row. Runs on the synthetic demo data go to the git-ignored
-``runs/Tracking-synthetic.md`` instead, so a first ``skinlesion run`` on a fresh clone changes no tracked file.
+``runs/Tracking-synthetic.md`` instead: a first ``skinlesion run`` on a fresh clone changes no tracked file.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
