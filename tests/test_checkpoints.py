@@ -159,14 +159,28 @@ def test_broken_files_raise_clear_errors(tmp_path, light_model):
         checkpoints.load_checkpoint(tmp_path / "table.h5")
 
 
-def test_model_without_sidecar_loads_with_inferred_metadata(tmp_path, light_model):
+def test_model_without_sidecar_is_refused_with_the_adopt_command(tmp_path, light_model):
     path = tmp_path / "from_elsewhere.h5"
     light_model.save(path)
-    with pytest.warns(UserWarning, match="No sidecar"):
-        _, metadata = checkpoints.load_checkpoint(path)
-    assert metadata["task"] == "multiclass"
-    assert metadata["class_names"] == list(config.CLASS_NAMES)
-    assert metadata["input_size"] == list(SIZE)
+    with pytest.raises(checkpoints.ForeignCheckpointError) as caught:
+        checkpoints.load_checkpoint(path)
+    message = str(caught.value)
+    assert "no sidecar from_elsewhere.json" in message and "outputs 7 value(s) per image" in message
+    assert f"skinlesion adopt {path} --task multiclass --classes" in message
+    assert f"--input-size {SIZE[0]} {SIZE[1]}" in message
+    assert checkpoints.load_model_file(path).output_shape == (None, 7)  # the model itself opens
+
+
+def test_keras_file_with_sidecar_is_a_checkpoint(tmp_path, light_model):
+    path = checkpoints.save_checkpoint(light_model, tmp_path / "model.h5", {"task": "multiclass"})
+    native = tmp_path / "model.keras"
+    light_model.save(native)
+    checkpoints.sidecar_path(native).write_text(checkpoints.sidecar_path(path).read_text())
+    model, metadata = checkpoints.load_checkpoint(native)
+    assert metadata["class_names"] == list(config.CLASS_NAMES) and model.output_shape == (None, 7)
+    (tmp_path / "renamed.keras").write_bytes(b"not a zip")
+    with pytest.raises(CheckpointError, match="not a Keras 3 .keras archive"):
+        checkpoints.load_checkpoint(tmp_path / "renamed.keras")
 
 
 def _fake_checkpoint(folder: Path, name: str, **metadata) -> None:

@@ -129,15 +129,16 @@ def test_images_or_folder_but_not_both(images, tmp_path):
         image_paths([], tmp_path / "empty")
 
 
-def test_cli_predict_subcommand(checkpoint, images, tmp_path, capsys):
+def test_cli_predict_subcommand(checkpoint, images, tmp_path, capsys, monkeypatch):
     output = tmp_path / "cli.csv"
     argv = ["predict", "--model", str(checkpoint), str(images / "a.jpg"), "--output", str(output)]
     assert cli.main(argv) == 0 and len(pd.read_csv(output)) == 1
     assert cli.main(["predict", "--model", str(tmp_path / "nope.h5"), str(images / "a.jpg")]) == 2
     assert "Checkpoint not found" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as missing_model:
-        cli.main(["predict", str(images / "a.jpg")])
-    assert missing_model.value.code == 2 and "--model" in capsys.readouterr().err
+    monkeypatch.setattr(config, "MODELS_DIR", tmp_path / "no_models")
+    monkeypatch.setattr(config, "RELEASE_DIR", tmp_path / "no_release")
+    assert cli.main(["predict", str(images / "a.jpg"), "--output", str(tmp_path / "x.csv")]) == 2
+    assert "No checkpoint" in capsys.readouterr().err  # no --model: trained here, else released; here neither
 
 
 def test_damaged_jpeg_data_gets_an_error_not_a_prediction(checkpoint, images, tmp_path):

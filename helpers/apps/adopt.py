@@ -7,46 +7,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from helpers.core.config import CLASS_NAMES, TASKS
+from helpers.core.config import CLASS_NAMES
 from helpers.core.errors import CheckpointError
 from helpers.models.adopt import PREPROCESSING, adopt_checkpoint
 from helpers.models.checkpoints import load_model_file
 
-PREPROCESSING_HELP = (
-    "what the original project did to RGB 0-255 images before the model: rescale (x / 255), mobilenet_v2 / "
-    "inception (x / 127.5 - 1), resnet50 / vgg (caffe: BGR, ImageNet mean subtracted), densenet (ImageNet "
-    "mean/std), efficientnet (nothing: the model rescales itself), none (nothing)"
-)
 
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    """The options of ``skinlesion adopt`` (their names are relied on by scripts)."""
-    parser.add_argument("original", type=Path, metavar="OLD.h5", help="the model file (.h5 or .keras)")
-    parser.add_argument("--task", choices=TASKS, required=True, help="7 diagnoses, or malignant vs benign")
-    parser.add_argument(
-        "--classes",
-        nargs="+",
-        metavar="NAME",
-        default=None,
-        help=f"the model's outputs in its own order (default {' '.join(CLASS_NAMES)})",
-    )
-    parser.add_argument(
-        "--preprocessing", choices=tuple(PREPROCESSING), default=None, help=PREPROCESSING_HELP
-    )
-    parser.add_argument(
-        "--input-size", nargs=2, type=int, metavar=("H", "W"), default=None, help="the model's input size"
-    )
-    parser.add_argument(
-        "--output", type=Path, default=None, metavar="NEW.h5", help="default: models/<stem>_adopted.h5"
-    )
-
-
-def command(args: argparse.Namespace) -> int:
+def adopt_command(args: argparse.Namespace) -> int:
     """Adopt the file, then print where the checkpoint is and how closely it reproduces the original."""
     if args.preprocessing is None:
         raise CheckpointError(
             f"--preprocessing is needed: {args.original} does not record what was done to images before it."
-            f"\nFix: pass --preprocessing with one of {', '.join(PREPROCESSING)}: {PREPROCESSING_HELP}."
+            f"\nFix: pass --preprocessing with one of {', '.join(PREPROCESSING)} (`skinlesion adopt --help` "
+            "says what each did to the images)."
         )
     input_size = args.input_size or _fixed_input_size(args.original)
     if args.classes is None and args.task == "multiclass":

@@ -155,6 +155,37 @@ def _add_model_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _configure_adopt(parser: argparse.ArgumentParser) -> None:
+    """The options of ``skinlesion adopt`` (their names are relied on by scripts); checked when it runs."""
+    parser.add_argument("original", type=Path, metavar="OLD.h5", help="the model file (.h5 or .keras)")
+    parser.add_argument(
+        "--task", choices=config.TASKS, required=True, help="7 diagnoses, or malignant vs benign"
+    )
+    parser.add_argument(
+        "--classes",
+        nargs="+",
+        metavar="NAME",
+        help=f"the model's outputs in its own order (default {' '.join(config.CLASS_NAMES)})",
+    )
+    parser.add_argument(
+        "--preprocessing",
+        metavar="NAME",
+        help="what the original project did to RGB 0-255 images before the model: rescale (x / 255), "
+        "mobilenet_v2 or inception (x / 127.5 - 1), resnet50 or vgg (caffe), densenet (ImageNet mean/std), "
+        "efficientnet or none (nothing)",
+    )
+    parser.add_argument(
+        "--input-size", nargs=2, type=POSITIVE_INT, metavar=("H", "W"), help="the model's input size"
+    )
+    parser.add_argument("--output", type=Path, metavar="NEW.h5", help="default: models/<stem>_adopted.h5")
+
+
+def _adopt(args: argparse.Namespace) -> int:
+    from helpers.apps.adopt import adopt_command
+
+    return adopt_command(args)
+
+
 def _configure_predict(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="image files to classify")
     parser.add_argument("--image-dir", type=Path, metavar="DIR", help="classify every image file under DIR")
@@ -207,18 +238,11 @@ SUBCOMMANDS: list[Subcommand] = [
     Subcommand("demo", "serve a local Gradio demo of a checkpoint (research only)", _configure_demo, _demo),
     Subcommand(
         "adopt",
-        "turn a .h5/.keras classifier from elsewhere (Keras 2 included) into a checkpoint",
-        lambda parser: _adopt_module().configure(parser),
-        lambda args: _adopt_module().command(args),
+        "make a checkpoint of a .h5/.keras model from elsewhere (Keras 2 too)",
+        _configure_adopt,
+        _adopt,
     ),
 ]
-
-
-def _adopt_module():
-    """helpers.apps.adopt, imported when used (it loads TensorFlow)."""
-    from helpers.apps import adopt
-
-    return adopt
 
 
 def build_parser(subcommands: Sequence[Subcommand] = SUBCOMMANDS) -> argparse.ArgumentParser:

@@ -99,7 +99,7 @@ def _known_truth(frame: pd.DataFrame, binary: bool, n_classes: int) -> np.ndarra
         return None
     truth = values.to_numpy(dtype=int)
     if truth.max(initial=0) >= n_classes:
-        raise ExplainError(f"the frame's labels go beyond the model's {n_classes} classes.")
+        raise ExplainError(f"the frame's labels go beyond the model's classes ({n_classes}).")
     return truth
 
 
