@@ -176,9 +176,20 @@ class TrainingRun:
         return TASK_CLASSES[self.config.task]
 
     def augmented_batch(self, count: int = 8) -> tuple[np.ndarray, np.ndarray]:
-        """``count`` training images as the model sees them (augmented when ``augment``), with their labels:
-        uint8 (count, H, W, 3) and the label of each."""
-        images, labels = next(iter(self._train_dataset().unbatch().batch(count)))
+        """``count`` random training images as the model sees them (augmented when ``augment``), decoded and
+        resized as in training, with their labels: uint8 (count, H, W, 3) and the label of each."""
+        config, train = self.config, self.frames["train"]
+        sample = train.sample(n=min(count, len(train)), random_state=config.seed)
+        dataset = make_dataset(
+            sample,
+            task=config.task,
+            image_size=config.input_size,
+            batch_size=len(sample),
+            augment=config.augment,
+            augment_mode=config.augment_mode,
+            seed=config.seed,
+        )
+        images, labels = next(iter(dataset))
         return np.clip(images.numpy(), 0, 255).astype(np.uint8), labels.numpy()
 
     def finish(self) -> TrainResult:
