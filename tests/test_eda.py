@@ -152,7 +152,8 @@ def test_eda_notebook_runs_on_demo_data(tmp_path, monkeypatch):
     assert EDA_NOTEBOOK.read_bytes() == source_before
     figures = sorted(p.name for p in (tmp_path / "figures").glob("*.svg"))
     assert len(figures) == 9 and all(name.startswith("demo_01_") for name in figures)
-    tracking_text = (tmp_path / "Tracking.md").read_text(encoding="utf-8")
+    assert not (tmp_path / "Tracking.md").exists()  # synthetic runs never touch the committed log
+    tracking_text = (tmp_path / "runs" / "Tracking-synthetic.md").read_text(encoding="utf-8")
     assert "| demo |" in tracking_text and "SYNTHETIC" in tracking_text
     assert (tmp_path / "data" / "splits" / "demo_lesion_seed42.csv").is_file()
 

@@ -238,7 +238,11 @@ def test_cli_without_model_needs_a_checkpoint_in_models(tmp_path, capsys, monkey
     assert "No checkpoint with a recorded val_metric" in capsys.readouterr().err
 
 
-def test_int8_without_split_or_frame_says_what_to_pass(light_checkpoint, tmp_path):
-    with pytest.raises(ExportError, match="records no split_file.*\nFix: .*representative_frame"):
-        export_model(light_checkpoint, "tflite", out_dir=tmp_path / "out", quantize="int8")
-    assert not (tmp_path / "out").exists()
+def test_int8_without_split_calibrates_on_the_parity_images(light_checkpoint, tmp_path, monkeypatch):
+    import helpers.apps.export as export_module
+
+    seen = []
+    original = export_module.parity_images
+    monkeypatch.setattr(export_module, "parity_images", lambda *a, **k: seen.append(a) or original(*a, **k))
+    target = export_model(light_checkpoint, "tflite", out_dir=tmp_path / "out", quantize="int8")
+    assert target.is_file() and target.stat().st_size > 0 and len(seen) == 1

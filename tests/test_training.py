@@ -198,7 +198,7 @@ def test_deterministic_flag_reaches_tensorflow(frame, tmp_path, monkeypatch) -> 
     monkeypatch.setattr(tf.config.experimental, "enable_op_determinism", lambda: calls.append("on"))
     set_seed(3)
     assert calls == []
-    monkeypatch.setattr(training, "build_model", stop_before_training)
+    monkeypatch.setattr(TrainConfig, "build_model", stop_before_training)
     with pytest.raises(StopBeforeTraining):
         train(tiny_config(tmp_path, deterministic=True), frame)
     assert calls == ["on"]
