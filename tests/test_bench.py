@@ -48,7 +48,7 @@ def test_throughput_measures_every_stage_and_writes_json(tmp_path: Path) -> None
         throughput.parse_args(["--sizes", "150by200"])
 
 
-def test_accuracy_trains_within_budget_and_scores_val_and_test(tmp_path: Path) -> None:
+def test_accuracy_trains_within_budget_and_scores_val_and_test(tmp_path: Path, monkeypatch) -> None:
     accuracy = _bench_script("accuracy")
     output = tmp_path / "accuracy.json"
     overrides = {
@@ -80,6 +80,29 @@ def test_accuracy_trains_within_budget_and_scores_val_and_test(tmp_path: Path) -
     (row,) = [line for line in tracking.read_text().splitlines() if "bench/accuracy" in line]
     assert "SYNTHETIC" in row and "internal_tta_balanced_accuracy=" in row
     assert Path(record["checkpoint"]).name in row
+    _check_release(accuracy, overrides, output, tmp_path, monkeypatch)
+
+
+def _check_release(accuracy, overrides, validation_output, tmp_path, monkeypatch) -> None:
+    """--release: every partition, the validation run's selected epochs and operating point."""
+    monkeypatch.setattr(config, "RELEASE_DIR", tmp_path / "release")
+    validation = json.loads(validation_output.read_text())
+    output = tmp_path / "release.json"
+    argv = ["--data", "demo", "--budget-minutes", "1", "--output", str(output), "--tracking"]
+    argv += [str(tmp_path / "Tracking.md"), "--release", str(validation_output)]
+    accuracy.main(argv + [item for pair in overrides.items() for item in ("--set", *pair)])
+    record = json.loads(output.read_text())
+    released = Path(record["checkpoint"])
+    assert released == tmp_path / "release" / f"recipe_cpu_{overrides['arch']}.h5" and released.is_file()
+    assert record["release_of"] == str(validation_output)
+    assert record["config"]["train_partitions"] == ["train", "val", "test"]
+    head_epochs = validation["config"]["epochs"]
+    assert record["config"]["fine_tune_epochs"] == max(1, validation["selected_epoch"] - head_epochs)
+    assert "internal" not in record["metrics"]  # no held-out internal image is left
+    assert json.loads(released.with_suffix(".json").read_text())["trained_on"] == ["train", "val", "test"]
+    point = json.loads(released.with_suffix(".operating_point.json").read_text())
+    validated = json.loads(Path(validation["checkpoint"]).with_suffix(".operating_point.json").read_text())
+    assert point["class_bias"] == validated["class_bias"]
 
 
 def test_accuracy_recipe_expands_variables_in_the_weights_path(monkeypatch) -> None:

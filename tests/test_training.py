@@ -22,7 +22,6 @@ from helpers.data.pipeline import load_image_array
 from helpers.data.splits import make_lesion_split
 from helpers.models.build import backbone_layers
 from helpers.models.checkpoints import load_checkpoint, read_metadata
-from helpers.training import run as training
 from helpers.training.losses import SmoothedSparseCategoricalCrossentropy, class_weights
 from helpers.training.run import TrainingStopped, set_seed, train, training_frames
 from helpers.training.settings import TrainConfig

@@ -67,7 +67,7 @@ def export_model(
 
     savedmodel: ``<stem>/<version>/`` (TF Serving layout, next free version); keras/onnx/tflite: one file
     ``<stem>[_<quantize>].<suffix>``. int8 TFLite calibrates on ``representative_frame`` (default: the
-    training partition of the checkpoint's split, else the parity images), sampled to REPRESENTATIVE_IMAGES images.
+    training partition of the checkpoint's split, else the parity images), REPRESENTATIVE_IMAGES of them.
     """
     _check_request(fmt, quantize)
     checkpoint = Path(checkpoint)
