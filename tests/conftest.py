@@ -21,7 +21,7 @@ def _shared_or_skip() -> Path:
 
 @pytest.fixture(autouse=True)
 def no_release_unless_marked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests see no released checkpoint, so that "no checkpoint yet" stays testable, unless marked ``release``."""
+    """Tests see no released checkpoint ("no checkpoint yet" stays testable) unless marked ``release``."""
     if request.node.get_closest_marker("release") is None:
         monkeypatch.setattr(config, "RELEASE_DIR", config.PROJECT_ROOT / "models" / "no-release-in-tests")
 

@@ -172,6 +172,21 @@ def test_isic2018_layout_is_evaluated_with_the_internal_validation_set(tiny, mul
     assert result["multiclass"]["confusion_matrix"].sum() == 8
 
 
+def test_a_checkpoint_trained_on_all_partitions_needs_no_split_for_external_sets(multiclass_ckpt, isic_dir):
+    [(_, metadata)] = load_for_evaluation([multiclass_ckpt])
+    released = {**metadata, "trained_on": ["train", "val", "test"], "split_file": "/elsewhere/split.csv"}
+    chosen = evaluation_set("isic2018", metadata=released, data_root="/no/ham10000", path=isic_dir)
+    assert chosen.val is None and len(chosen.test) == 8
+
+
+def test_a_split_file_from_another_clone_is_found_in_data_splits(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "SPLITS_DIR", Path(tiny["split_file"]).parent)
+    elsewhere = f"/another/clone/data/splits/{Path(tiny['split_file']).name}"
+    metadata = {"checkpoint": "x.h5", "split_file": elsewhere}
+    frame = checkpoint_partitions(load_ham10000(tiny["root"], verify_images=False), metadata)
+    assert (frame["partition"] == "test").sum() == (tiny["split"]["partition"] == "test").sum()
+
+
 def test_folder_set_is_scored_malignant_vs_benign(tiny, multiclass_ckpt, tmp_path):
     for name in ("benign", "malignant"):
         for index in range(3):

@@ -60,7 +60,8 @@ def evaluation_set(
     validated on (when its ``ham10000_crossref.csv`` allows checking); "images": every image under ``path``,
     unlabelled. A relative ``path`` is taken from the project root. Images are resized to each checkpoint's
     own input size when predicted; a checkpoint with another class set raises CheckpointError. A checkpoint
-    trained on its validation (or test) images has no validation (or internal test) partition here.
+    trained on its validation (or test) images has no validation (or internal test) partition here; such a
+    (released) checkpoint scores isic2018 and image sets without HAM10000 or its split file.
     """
     checked_class_names(metadata)
     if kind not in EVAL_SETS:
@@ -76,7 +77,8 @@ def evaluation_set(
         )
     if not path:
         raise DataError(f"eval set {kind!r} needs the path of its folder", fix="pass path=... (eval_path)")
-    internal, synthetic = _internal_if_available(metadata, data_root)
+    needs_internal = kind == "folder" or "val" not in trained_partitions(metadata)
+    internal, synthetic = _internal_if_available(metadata, data_root) if needs_internal else (None, False)
     val = None if internal is None else _validation(internal, metadata)
     path = config.project_path(path)
     if kind == "isic2018":
@@ -131,7 +133,8 @@ def _split_file(metadata: dict[str, Any]) -> str:
             "test partition is unknown.\nFix: use a checkpoint trained by helpers.training.run (its sidecar "
             "names the split); to evaluate one without it, use an external eval set (isic2018 or folder)."
         )
-    return split_file
+    moved_here = config.SPLITS_DIR / Path(split_file).name  # a sidecar from another clone or machine
+    return str(moved_here) if not Path(split_file).is_file() and moved_here.is_file() else split_file
 
 
 def _internal_if_available(
