@@ -9,6 +9,7 @@ on the internal test partition and on the external ISIC 2018 test images when th
 ``bench/results/accuracy-<date>.json`` and a row in ``Tracking.md``.
 
     uv run python bench/accuracy.py [--budget-minutes 60] [--data auto|demo|FOLDER] [--set NAME VALUE]
+                                    [--name VARIANT]
 
 ``--release RUN.json`` trains the released model instead: the same recipe on EVERY partition of HAM10000 for
 the number of epochs that validation run selected (no held-out internal images remain, so it is scored on
@@ -55,7 +56,13 @@ TARGETS = {
 }
 """Targets per scored set: balanced multiclass accuracy and malignant-vs-benign ROC-AUC."""
 REPORTED = (
-    "balanced_accuracy", "roc_auc", "macro_auc", "accuracy", "sensitivity", "specificity", "threshold"
+    "balanced_accuracy",
+    "roc_auc",
+    "macro_auc",
+    "accuracy",
+    "sensitivity",
+    "specificity",
+    "threshold",
 )
 
 
@@ -136,6 +143,7 @@ def publish_release(checkpoint: Path, validation_checkpoint: Path, name: str) ->
 def run(args: argparse.Namespace) -> dict:
     """Train the recipe within the budget, evaluate its best checkpoint and return the JSON-ready record."""
     name, data_params, training = recipe_parameters(args.config, args.set)
+    name = args.name or name
     validation_run = json.loads(args.release.read_text()) if args.release else None
     if validation_run is not None:
         training = release_settings(training, validation_run)
@@ -193,6 +201,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command-line options (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=DEFAULT_RECIPE, help="the recipe (run configuration)")
+    parser.add_argument(
+        "--name", default=None, help="name of a --set variant (default: the recipe's); names the release"
+    )
     parser.add_argument("--budget-minutes", type=float, default=60.0, help="wall-clock training budget")
     parser.add_argument("--data", default=None, help='"auto", "demo" or a folder (default: the recipe\'s)')
     parser.add_argument(

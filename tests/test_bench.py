@@ -89,11 +89,11 @@ def _check_release(accuracy, overrides, validation_output, tmp_path, monkeypatch
     validation = json.loads(validation_output.read_text())
     output = tmp_path / "release.json"
     argv = ["--data", "demo", "--budget-minutes", "1", "--output", str(output), "--tracking"]
-    argv += [str(tmp_path / "Tracking.md"), "--release", str(validation_output)]
+    argv += [str(tmp_path / "Tracking.md"), "--release", str(validation_output), "--name", "variant"]
     accuracy.main(argv + [item for pair in overrides.items() for item in ("--set", *pair)])
     record = json.loads(output.read_text())
     released = Path(record["checkpoint"])
-    assert released == tmp_path / "release" / f"recipe_cpu_{overrides['arch']}.h5" and released.is_file()
+    assert released == tmp_path / "release" / f"variant_{overrides['arch']}.h5" and released.is_file()
     assert record["release_of"] == str(validation_output)
     assert record["config"]["train_partitions"] == ["train", "val", "test"]
     head_epochs = validation["config"]["epochs"]

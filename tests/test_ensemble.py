@@ -37,3 +37,19 @@ def test_members_must_match(tmp_path) -> None:
         save_ensemble([small, large], tmp_path / "e.h5")
     with pytest.raises(CheckpointError, match="at least two"):
         ensemble_model([load_checkpoint(small)[0]])
+
+
+def test_members_on_the_same_split_keep_it(tmp_path) -> None:
+    """Copies of one split file (two clones) count as one split; different splits leave none."""
+    splits, rows = [], "image_id,partition\na,train\n"
+    for index, content in enumerate((rows, rows, "x\n")):
+        splits.append(tmp_path / f"split{index}.csv")
+        splits[-1].write_text(content)
+    members = [
+        save_untrained_checkpoint(tmp_path / f"m{index}.h5", input_size=SIZE, split_file=str(split))
+        for index, split in enumerate(splits)
+    ]
+    _, same = load_checkpoint(save_ensemble(members[:2], tmp_path / "same.h5"))
+    assert same["split_file"] == str(splits[0])
+    _, different = load_checkpoint(save_ensemble(members[1:], tmp_path / "different.h5"))
+    assert different["split_file"] is None

@@ -14,7 +14,7 @@ from PIL import Image
 
 from helpers.core.config import CLASS_NAMES, MALIGNANT_INDICES
 from helpers.core.errors import DataError
-from helpers.data import pipeline
+from helpers.data import augment, pipeline
 from helpers.data.ham10000 import load_ham10000
 
 SIZE = (30, 40)
@@ -150,6 +150,19 @@ def test_light_augmentation_only_flips_and_recolours(size: tuple[int, int]) -> N
     assert all((np.abs(image - np.median(image)) > 1e-3).sum() == 1 for image in augmented), "no blur"
     with pytest.raises(ValueError, match="augment_mode must be one of"):
         pipeline.make_dataset(pd.DataFrame(), augment=True, augment_mode="heavy")
+
+
+def test_strong_augmentation_changes_white_balance_and_sharpness() -> None:
+    """``strong`` tints grey images (per-channel gains) and softens about half of the images."""
+    grey = np.full((32, 24, 32, 3), 120, dtype=np.uint8)
+    strong = pipeline.augment_images(grey, np.array([5, 6]), mode="strong").numpy()
+    assert strong.min() >= 0 and strong.max() <= 255
+    tint = np.abs(strong - strong[..., :1]).max(axis=(1, 2, 3))
+    assert (tint > 5).mean() > 0.8, "per-channel gains move grey off grey"
+    checker = np.repeat((np.indices((32, 24, 32)).sum(axis=0) % 2 * 200.0)[..., np.newaxis], 3, axis=-1)
+    blurred = augment._random_blur(tf.constant(checker, tf.float32), tf.constant([7, 8])).numpy()
+    softened = blurred.std(axis=(1, 2, 3)) < 0.95 * checker.std(axis=(1, 2, 3))
+    assert 0.25 < softened.mean() < 0.75, "blur on about half of the images"
 
 
 def test_balanced_sampling_evens_out_classes(tmp_path: Path) -> None:

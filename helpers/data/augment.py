@@ -9,44 +9,64 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
-MAX_ROTATION_DEGREES = 20.0
-ZOOM_RANGE = (0.9, 1.15)
-BRIGHTNESS_DELTA = 25.0
-CONTRAST_RANGE = (0.8, 1.2)
-SATURATION_RANGE = (0.8, 1.2)
-HUE_DELTA = 0.03
-"""Augmentation strengths: degrees, zoom factor (>1 zooms in), 0..255 units, factors, hue-circle fraction."""
-AUGMENT_MODES: tuple[str, ...] = ("full", "light")
-"""``full``: flips, rotation and zoom (one affine warp) plus colour jitter; ``light``: flips (and 90-degree
-turns of square images) plus colour jitter, no warp, so the pipeline keeps up with a CPU train step."""
 
+@dataclass(frozen=True)
+class Strength:
+    """How far augmentation moves an image: rotation in degrees, zoom factor (>1 zooms in), brightness in
+    0..255 units, contrast and saturation factors, hue as a fraction of the circle, a per-channel gain
+    (another camera's white balance; 0 = none) and whether half the images get a random softening blur."""
+
+    rotation_degrees: float
+    zoom: tuple[float, float]
+    brightness: float
+    contrast: tuple[float, float]
+    saturation: tuple[float, float]
+    hue: float
+    channel_gain: float = 0.0
+    blur: bool = False
+
+
+FULL = Strength(20.0, (0.9, 1.15), 25.0, (0.8, 1.2), (0.8, 1.2), 0.03)
+STRONG = Strength(180.0, (0.8, 1.4), 50.0, (0.6, 1.4), (0.6, 1.4), 0.06, channel_gain=0.15, blur=True)
+"""``STRONG`` doubles every colour jitter of ``FULL``, adds the channel gain and blur, and turns and zooms
+further: the shift to another clinic's camera, optics and lighting (issue 15's external test)."""
+AUGMENT_MODES: tuple[str, ...] = ("full", "light", "strong")
+"""``full``: flips, rotation and zoom (one affine warp) plus colour jitter (``FULL``); ``light``: flips (and
+90-degree turns of square images) plus the same colour jitter, no warp, so the pipeline keeps up with a CPU
+train step; ``strong``: the warp and colour jitter of ``STRONG`` plus channel gains and blur."""
 
 
 def augment_images(images: tf.Tensor, seed: tf.Tensor, *, mode: str = "full") -> tf.Tensor:
     """Randomly flip, rotate, zoom and colour-jitter a batch (B, H, W, 3) in 0..255; float32 out, in range.
 
     Each image gets its own draw from the stateless ``seed`` (shape (2,)): horizontal and vertical flips,
-    90-degree turns (square images only; flips already give 180), up to ``MAX_ROTATION_DEGREES`` rotation
-    and ``ZOOM_RANGE`` zoom with reflected borders, then hue, saturation, contrast and brightness jitter.
-    Geometry runs on the input dtype (uint8 is twice as fast as float32 here). ``mode="light"`` skips the
-    rotation and zoom warp (exact pixel permutations only, several times cheaper).
+    90-degree turns (square images only; flips already give 180), rotation and zoom with reflected borders,
+    then hue, saturation, contrast and brightness jitter, by the mode's ``Strength``. Geometry runs on the
+    input dtype (uint8 is twice as fast as float32 here). ``mode="light"`` skips the rotation and zoom warp
+    (exact pixel permutations only, several times cheaper).
     """
     geometry_seed, colour_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
     if mode == "light":
         return _flips_and_colour(images, geometry_seed, colour_seed)
-    images = _random_geometry(images, geometry_seed)
-    return _random_colour(tf.cast(images, tf.float32), colour_seed)
+    if mode == "full":
+        return _random_colour(
+            tf.cast(_random_geometry(images, geometry_seed, FULL), tf.float32), colour_seed, FULL
+        )
+    colour_seed, blur_seed = tf.unstack(tf.random.experimental.stateless_split(colour_seed, num=2))
+    images = _random_geometry(images, geometry_seed, STRONG)
+    return _random_blur(_random_colour(tf.cast(images, tf.float32), colour_seed, STRONG), blur_seed)
 
 
 @tf.function(jit_compile=True)
 def _flips_and_colour(images: tf.Tensor, flip_seed: tf.Tensor, colour_seed: tf.Tensor) -> tf.Tensor:
     """Light augmentation as one XLA kernel: fusing the per-pixel ops makes it 2.5x faster on a CPU, so it
     steals less of the train step's cores (the full mode's warp has no XLA kernel)."""
-    return _random_colour(tf.cast(_random_flips(images, flip_seed), tf.float32), colour_seed)
+    return _random_colour(tf.cast(_random_flips(images, flip_seed), tf.float32), colour_seed, FULL)
 
 
 def _uniform(seed: tf.Tensor, shape: tf.Tensor, low: float, high: float) -> tf.Tensor:
@@ -71,7 +91,7 @@ def _random_flips(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return images
 
 
-def _random_geometry(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+def _random_geometry(images: tf.Tensor, seed: tf.Tensor, strength: Strength) -> tf.Tensor:
     """One random affine map per image (flips, rotation, zoom about the centre), bilinear, reflected."""
     height, width = images.shape[1], images.shape[2]
     batch = tf.shape(images)[:1]
@@ -80,10 +100,11 @@ def _random_geometry(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     )
     flip_x = tf.sign(_uniform(flip_seed, batch, -1.0, 1.0))
     flip_y = tf.sign(_uniform(flop_seed, batch, -1.0, 1.0))
-    angle = _uniform(angle_seed, batch, -MAX_ROTATION_DEGREES, MAX_ROTATION_DEGREES) * (math.pi / 180)
+    turn = strength.rotation_degrees
+    angle = _uniform(angle_seed, batch, -turn, turn) * (math.pi / 180)
     if height == width:
         angle += (math.pi / 2) * tf.floor(_uniform(turn_seed, batch, 0.0, 4.0))
-    shrink = 1.0 / _uniform(zoom_seed, batch, *ZOOM_RANGE)
+    shrink = 1.0 / _uniform(zoom_seed, batch, *strength.zoom)
     cos, sin = tf.cos(angle) * shrink, tf.sin(angle) * shrink
     # Output pixel p samples input R(angle) * diag(flip_x, flip_y) / zoom * (p - centre) + centre.
     a0, a1, b0, b1 = cos * flip_x, -sin * flip_y, sin * flip_x, cos * flip_y
@@ -117,23 +138,35 @@ def _hue_saturation_matrices(hue_turn: tf.Tensor, saturation: tf.Tensor) -> tf.T
     return tf.matmul(tf.matmul(_YIQ_TO_RGB, chroma), _RGB_TO_YIQ)
 
 
-def _random_colour(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Per-image hue, saturation, contrast (about the channel means) and brightness jitter, clipped.
-
-    All four are linear, so they fold into one 3x3 matrix and offset per image: one pass over the pixels.
+def _random_colour(images: tf.Tensor, seed: tf.Tensor, strength: Strength) -> tf.Tensor:
+    """Per-image hue, saturation, channel gain, contrast (about the channel means) and brightness jitter,
+    clipped. All are linear, so they fold into one 3x3 matrix and offset per image: one pass over the pixels.
     """
     hue_seed, saturation_seed, contrast_seed, brightness_seed = tf.unstack(
         tf.random.experimental.stateless_split(seed, num=4)
     )
     batch = tf.shape(images)[:1]
     colour = _hue_saturation_matrices(
-        _uniform(hue_seed, batch, -HUE_DELTA, HUE_DELTA), _uniform(saturation_seed, batch, *SATURATION_RANGE)
+        _uniform(hue_seed, batch, -strength.hue, strength.hue),
+        _uniform(saturation_seed, batch, *strength.saturation),
     )
-    contrast = _uniform(contrast_seed, batch, *CONTRAST_RANGE)[:, tf.newaxis]
-    brightness = _uniform(brightness_seed, batch, -BRIGHTNESS_DELTA, BRIGHTNESS_DELTA)[:, tf.newaxis]
+    if strength.channel_gain:  # its seed is split off the hue's, so modes without it draw as before
+        gain, gain_seed = strength.channel_gain, tf.random.experimental.stateless_split(hue_seed, num=1)[0]
+        colour *= _uniform(gain_seed, tf.concat([batch, [3]], 0), 1.0 - gain, 1.0 + gain)[:, :, tf.newaxis]
+    contrast = _uniform(contrast_seed, batch, *strength.contrast)[:, tf.newaxis]
+    brightness = _uniform(brightness_seed, batch, -strength.brightness, strength.brightness)[:, tf.newaxis]
     # contrast * (M x - M mean) + M mean + brightness = (contrast M) x + offset
     recoloured_means = tf.einsum("bc,bdc->bd", tf.reduce_mean(images, axis=[1, 2]), colour)
     offset = (1.0 - contrast) * recoloured_means + brightness
     scaled = colour * contrast[:, :, tf.newaxis]
     images = tf.einsum("bhwc,bdc->bhwd", images, scaled) + offset[:, tf.newaxis, tf.newaxis, :]
     return tf.clip_by_value(images, 0.0, 255.0)
+
+
+def _random_blur(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Blend each image with a copy at half resolution (weight uniform in 0..1, half of the images kept
+    sharp): the softer optics or lower resolution of another camera."""
+    size = tf.shape(images)[1:3]
+    blurred = tf.image.resize(tf.image.resize(images, size // 2, method="area"), size, method="bilinear")
+    weight = tf.clip_by_value(_uniform(seed, tf.shape(images)[:1], -1.0, 1.0), 0.0, 1.0)
+    return images + weight[:, tf.newaxis, tf.newaxis, tf.newaxis] * (blurred - images)

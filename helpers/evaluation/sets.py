@@ -43,8 +43,6 @@ class EvaluationSet:
     synthetic: bool
 
 
-
-
 def evaluation_set(
     kind: str = "internal",
     *,

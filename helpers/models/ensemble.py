@@ -55,15 +55,23 @@ def _ensemble_metadata(members: Sequence[dict[str, Any]]) -> dict[str, Any]:
     every member's own metadata."""
     first = members[0]
     trained_on = sorted({part for member in members for part in member.get("trained_on", ["train"])})
-    splits = {member.get("split_file") for member in members}
     return {
         "task": first["task"],
         "class_names": first["class_names"],
         "input_size": first["input_size"],
         "arch": "ensemble",
-        "split_file": splits.pop() if len(splits) == 1 else None,
+        "split_file": _shared_split([member.get("split_file") for member in members]),
         "trained_on": trained_on,
         "params": {},
         "history": {},
         "members": [{key: value for key, value in member.items() if key != "history"} for member in members],
     }
+
+
+def _shared_split(split_files: Sequence[str | None]) -> str | None:
+    """The members' split file when they all used the same split (the same path, or files with the same
+    content, as in two clones of the repository); None when they differ, so no internal test is claimed."""
+    if None in split_files:
+        return None
+    contents = {Path(path).read_bytes() if Path(path).is_file() else path for path in split_files}
+    return split_files[0] if len(contents) == 1 else None
