@@ -14,7 +14,11 @@ on the internal test partition and on the external ISIC 2018 test images when th
 ``--release RUN.json`` trains the released model instead: the same recipe on EVERY partition of HAM10000 for
 the number of epochs that validation run selected (no held-out internal images remain, so it is scored on
 the external set only), with that run's validation-fitted operating point, saved to ``models/release/``.
-``--figures DIR`` also writes the training curves and the confusion matrices as SVG (no dataset images).
+``--score CKPT`` scores an existing checkpoint instead of training one (an ensemble made by ``skinlesion
+ensemble``, a released model); ``--against BASE`` adds paired differences to BASE with 95% CIs (the same
+lesions resampled for both), which decide whether a model beats another far more sharply than comparing
+their own intervals. ``--figures DIR`` also writes the training curves and the confusion matrices as SVG
+(no dataset images).
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ from helpers.core import config
 from helpers.core.atomic import atomic_write_text
 from helpers.core.provenance import git_commit
 from helpers.data import resolve_data_root, split_dataset
-from helpers.evaluation import evaluate_checkpoint, evaluation_set, per_class_table
-from helpers.evaluation.operating_point import operating_point_path
+from helpers.evaluation import evaluate_checkpoint, evaluation_set, paired_difference, per_class_table
+from helpers.evaluation.operating_point import copy_operating_point
 from helpers.evaluation.sets import trained_partitions
 from helpers.models import load_checkpoint
 from helpers.models.checkpoints import read_metadata
@@ -95,24 +99,61 @@ def scored(result: dict) -> dict:
     return record
 
 
-def evaluate(checkpoint: Path, data_root: Path, external: Path | None, n_bootstrap: int) -> dict:
-    """Scores of the checkpoint on the internal test partition and the external set, single view and with
-    flip TTA; the operating point saved beside it is the single-view one that ``skinlesion predict`` uses."""
+def evaluations(checkpoint: Path, data_root: Path, external: Path | None, n_bootstrap: int) -> dict:
+    """evaluate_checkpoint's results on the internal test partition (when the checkpoint never trained on it)
+    and the external set, single view and with flip TTA; the operating point saved beside it is the
+    single-view one that ``skinlesion predict`` uses."""
     model, metadata = load_checkpoint(checkpoint)
     sets = {}
     if "test" not in trained_partitions(metadata):
         sets["internal"] = evaluation_set("internal", metadata=metadata, data_root=data_root)
     if external is not None:
         sets["external"] = evaluation_set("isic2018", metadata=metadata, data_root=data_root, path=external)
-    scores = {}
+    results = {}
     for name, chosen in sets.items():
         for tta in (True, False):
             held_out_val = chosen.val is not None
-            result = evaluate_checkpoint(
+            results[f"{name}{'_tta' if tta else ''}"] = evaluate_checkpoint(
                 model, metadata, chosen, tta=tta, n_bootstrap=n_bootstrap, save=held_out_val and not tta
             )
-            scores[f"{name}{'_tta' if tta else ''}"] = scored(result)
-    return scores
+    return results
+
+
+def evaluate(checkpoint: Path, data_root: Path, external: Path | None, n_bootstrap: int) -> dict:
+    """The JSON-ready scores of :func:`evaluations`."""
+    return {
+        key: scored(result)
+        for key, result in evaluations(checkpoint, data_root, external, n_bootstrap).items()
+    }
+
+
+def score_existing(args: argparse.Namespace) -> dict:
+    """--score: the record of an existing checkpoint's scores (no training), and with --against the paired
+    differences to another checkpoint on the sets both are scored on."""
+    source = resolve_data_root(args.data or "auto")
+    external = None if source.is_demo else external_folder(args.external)
+    started = time.perf_counter()
+    results = evaluations(args.score, source.root, external, args.n_bootstrap)
+    record = {
+        "benchmark": "accuracy",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "data": source.description,
+        "is_demo": source.is_demo,
+        "external_set": None if external is None else str(external),
+        "checkpoint": str(args.score),
+        "git_commit": git_commit(),
+        "metrics": {key: scored(result) for key, result in results.items()},
+    }
+    if args.against is not None:
+        baseline = evaluations(args.against, source.root, external, args.n_bootstrap)
+        record["against"] = str(args.against)
+        record["against_metrics"] = {key: scored(result) for key, result in baseline.items()}
+        record["paired_difference"] = {
+            key: dict(paired_difference(results[key], baseline[key], n_bootstrap=args.n_bootstrap))
+            for key in results.keys() & baseline.keys()
+        }
+    record["eval_wall_time_s"] = round(time.perf_counter() - started, 1)
+    return record
 
 
 def release_settings(training: dict, validation_run: dict) -> dict:
@@ -135,8 +176,7 @@ def publish_release(checkpoint: Path, validation_checkpoint: Path, name: str) ->
     target.parent.mkdir(parents=True, exist_ok=True)
     for suffix in (".h5", ".json"):
         checkpoint.with_suffix(suffix).replace(target.with_suffix(suffix))
-    point = operating_point_path(validation_checkpoint).read_text(encoding="utf-8")
-    atomic_write_text(operating_point_path(target), point.replace(validation_checkpoint.name, target.name))
+    copy_operating_point(validation_checkpoint, target)
     return target
 
 
@@ -224,6 +264,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--release", type=Path, default=None, metavar="RUN.json", help="train the released model (see above)"
     )
+    parser.add_argument(
+        "--score", type=Path, default=None, metavar="CKPT", help="score an existing checkpoint (no training)"
+    )
+    parser.add_argument(
+        "--against", type=Path, default=None, metavar="CKPT", help="with --score: paired differences to CKPT"
+    )
     parser.add_argument("--figures", type=Path, default=None, metavar="DIR", help="also write SVG figures")
     parser.add_argument("--output", type=Path, default=None, help="default bench/results/accuracy-DATE.json")
     parser.add_argument("--tracking", type=Path, default=None, help="default Tracking.md (one row per run)")
@@ -233,14 +279,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> Path:
     """Run the benchmark, print the headline numbers and save the record atomically as JSON."""
     args = parse_args(argv)
-    record = run(args)
+    record = run(args) if args.score is None else score_existing(args)
     for key, metrics in record["metrics"].items():
         print(
             f"{key:>13}: balanced accuracy {_text(metrics['balanced_accuracy'])}  "
             f"malignant ROC-AUC {_text(metrics['roc_auc'])}"
         )
-    print(f"training {record['train_wall_time_s']:.0f} s, {record['train_images_per_s']:.1f} images/s")
-    output = args.output or RESULTS_DIR / f"accuracy-{datetime.now(UTC):%Y-%m-%d}.json"
+    for key, differences in record.get("paired_difference", {}).items():
+        print(
+            f"{key:>13}: minus {record['against']}: "
+            + "  ".join(f"{metric} {_text(value)}" for metric, value in differences.items())
+        )
+    if "train_wall_time_s" in record:
+        print(f"training {record['train_wall_time_s']:.0f} s, {record['train_images_per_s']:.1f} images/s")
+    scored_name = "" if args.score is None else f"-score-{args.score.stem}"
+    output = args.output or RESULTS_DIR / f"accuracy-{datetime.now(UTC):%Y-%m-%d}{scored_name}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output, json.dumps(record, indent=2, default=_json_value) + "\n")
     track(record, output, args.tracking)
@@ -254,10 +307,15 @@ def main(argv: list[str] | None = None) -> Path:
 def write_figures(record: dict, folder: Path) -> list[Path]:
     """The run's training curves and a confusion matrix per TTA-scored set, as SVG in ``folder``."""
     apply_style()
-    stem = f"{Path(record['recipe_file']).stem}{'_release' if record['release_of'] else ''}"
-    monitored = next(iter(record["best_val_metric"]))
-    curves = plot_training_curves(record["history"], title=f"{stem}: training curves", monitored=monitored)
-    paths = [save_figure(curves, f"{stem}_curves", figures_dir=folder)]
+    if "history" not in record:  # --score: no training
+        stem, paths = Path(record["checkpoint"]).stem, []
+    else:
+        stem = f"{Path(record['recipe_file']).stem}{'_release' if record['release_of'] else ''}"
+        monitored = next(iter(record["best_val_metric"]))
+        curves = plot_training_curves(
+            record["history"], title=f"{stem}: training curves", monitored=monitored
+        )
+        paths = [save_figure(curves, f"{stem}_curves", figures_dir=folder)]
     for key in ("internal_tta", "external_tta"):
         if key in record["metrics"]:
             matrix = np.asarray(record["metrics"][key]["confusion_matrix"])
@@ -270,16 +328,22 @@ def write_figures(record: dict, folder: Path) -> list[Path]:
 def track(record: dict, output: Path, tracking: Path | None) -> None:
     """One Tracking.md row for the run (as the notebooks add): recipe, key settings, headline metrics."""
     settings = ("arch", "input_size", "fine_tune_epochs", "augment_mode", "ema_momentum", "time_budget_s")
-    metrics = {"train_minutes": record["train_wall_time_s"] / 60}
+    trained = "config" in record  # else --score
+    params = (
+        {name: record["config"].get(name) for name in settings}
+        if trained
+        else {"against": record.get("against")}
+    )
+    metrics = {"train_minutes": record["train_wall_time_s"] / 60} if trained else {}
     for key in ("internal_tta", "external_tta"):
         if key in record["metrics"]:
             scores = record["metrics"][key]
             metrics[f"{key}_balanced_accuracy"] = _point(scores["balanced_accuracy"])
             metrics[f"{key}_malignant_roc_auc"] = _point(scores["roc_auc"])
     append_run(
-        config=Path(record["recipe_file"]).stem,
+        config=Path(record["recipe_file"]).stem if trained else "score",
         notebook="bench/accuracy",
-        params={name: record["config"].get(name) for name in settings},
+        params=params,
         metrics=metrics,
         outputs=[record["checkpoint"], output],
         synthetic=record["is_demo"],

@@ -8,6 +8,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from builders import save_untrained_checkpoint
 
 from helpers.core import config
 from helpers.data.source import DataSource
@@ -81,6 +82,7 @@ def test_accuracy_trains_within_budget_and_scores_val_and_test(tmp_path: Path, m
     assert "SYNTHETIC" in row and "internal_tta_balanced_accuracy=" in row
     assert Path(record["checkpoint"]).name in row
     _check_release(accuracy, overrides, output, tmp_path, monkeypatch)
+    _check_score(accuracy, Path(record["checkpoint"]), tmp_path)
 
 
 def _check_release(accuracy, overrides, validation_output, tmp_path, monkeypatch) -> None:
@@ -103,6 +105,27 @@ def _check_release(accuracy, overrides, validation_output, tmp_path, monkeypatch
     point = json.loads(released.with_suffix(".operating_point.json").read_text())
     validated = json.loads(Path(validation["checkpoint"]).with_suffix(".operating_point.json").read_text())
     assert point["class_bias"] == validated["class_bias"]
+
+
+def _check_score(accuracy, trained: Path, tmp_path: Path) -> None:
+    """--score: an existing checkpoint scored without training; --against: paired differences (A - B)."""
+    metadata = json.loads(trained.with_suffix(".json").read_text())
+    untrained = save_untrained_checkpoint(
+        tmp_path / "untrained.h5",
+        input_size=tuple(metadata["input_size"]),
+        split_file=metadata["split_file"],
+        trained_on=["train"],
+    )
+    output = tmp_path / "score.json"
+    argv = ["--data", "demo", "--score", str(trained), "--against", str(untrained), "--n-bootstrap", "20"]
+    accuracy.main(argv + ["--output", str(output), "--tracking", str(tmp_path / "Tracking.md")])
+    record = json.loads(output.read_text())
+    assert "history" not in record and set(record["paired_difference"]) == {"internal", "internal_tta"}
+    ours, theirs = record["metrics"]["internal"], record["against_metrics"]["internal"]
+    difference = record["paired_difference"]["internal"]["balanced_accuracy"]
+    assert difference[0] == pytest.approx(ours["balanced_accuracy"][0] - theirs["balanced_accuracy"][0])
+    assert difference[1] <= difference[0] <= difference[2]
+    assert "| score |" in (tmp_path / "Tracking.md").read_text()
 
 
 def test_accuracy_recipe_expands_variables_in_the_weights_path(monkeypatch) -> None:

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 from builders import save_untrained_checkpoint
 
+from helpers.apps import cli
 from helpers.core.errors import CheckpointError
+from helpers.evaluation.operating_point import (
+    load_operating_point,
+    operating_point_path,
+    save_operating_point,
+)
 from helpers.explain.heatmaps import gradcam
 from helpers.models.checkpoints import load_checkpoint
 from helpers.models.ensemble import ensemble_model, save_ensemble
@@ -53,3 +59,31 @@ def test_members_on_the_same_split_keep_it(tmp_path) -> None:
     assert same["split_file"] == str(splits[0])
     _, different = load_checkpoint(save_ensemble(members[1:], tmp_path / "different.h5"))
     assert different["split_file"] is None
+
+
+def test_ensemble_command_saves_one_model_with_a_borrowed_operating_point(tmp_path, capsys) -> None:
+    members = [save_untrained_checkpoint(tmp_path / f"m{index}.h5", input_size=SIZE) for index in range(2)]
+    validated = save_untrained_checkpoint(tmp_path / "validated.h5", input_size=SIZE)
+    save_operating_point(
+        operating_point_path(validated),
+        threshold=0.3,
+        target_sensitivity=0.9,
+        temperature=1.5,
+        val_metrics={},
+        checkpoint=validated,
+        class_bias=[0.1] * 7,
+    )
+    output = tmp_path / "release" / "ensemble.h5"
+    argv = ["ensemble", *map(str, members), "--output", str(output)]
+    assert cli.main([*argv, "--operating-point-of", str(validated)]) == 0
+    point = load_operating_point(operating_point_path(output))
+    assert point["checkpoint"] == "ensemble.h5" and point["fitted_for"] == "validated.h5"
+    assert point["temperature"] == 1.5 and point["class_bias"] == [0.1] * 7
+    assert load_checkpoint(output)[1]["arch"] == "ensemble"
+    assert cli.main([*argv, "--operating-point-of", str(validated)]) == cli.ERROR_EXIT_CODE
+    assert "Refusing to overwrite" in capsys.readouterr().err
+    unvalidated = ["ensemble", *map(str, members), "--output", str(tmp_path / "other.h5")]
+    assert cli.main([*unvalidated, "--operating-point-of", str(members[0])]) == cli.ERROR_EXIT_CODE
+    assert "operating point not found" in capsys.readouterr().err and not (tmp_path / "other.h5").exists()
+    assert cli.main(["ensemble", str(members[0]), "--output", str(output)]) == cli.ERROR_EXIT_CODE
+    assert "at least two" in capsys.readouterr().err

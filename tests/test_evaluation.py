@@ -6,6 +6,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from builders import (
     flip_sensitive_model,
@@ -21,9 +22,14 @@ from helpers.data.ham10000 import load_ham10000
 from helpers.data.isic2018 import DX_COLUMNS
 from helpers.data.pipeline import load_image_array
 from helpers.data.splits import make_lesion_split, save_split
-from helpers.evaluation.evaluate import evaluate_checkpoint, load_for_evaluation, prediction_table
+from helpers.evaluation.evaluate import (
+    evaluate_checkpoint,
+    load_for_evaluation,
+    paired_difference,
+    prediction_table,
+)
 from helpers.evaluation.inference import predict_images, predict_probabilities
-from helpers.evaluation.metrics import malignant_probability
+from helpers.evaluation.metrics import balanced_accuracy, bootstrap_ci, malignant_probability
 from helpers.evaluation.operating_point import load_operating_point, operating_point_path
 from helpers.evaluation.sets import checkpoint_partitions, evaluation_set, partition
 from helpers.models.build import build_model
@@ -213,3 +219,45 @@ def test_real_folder_set_drops_lesions_the_model_trained_or_validated_on(ham_roo
     )
     assert len(chosen.test) > 1000 and chosen.test["malignant"].nunique() == 2  # 3,297 images before
     assert len(chosen.val) == (split["partition"] == "val").sum() and not chosen.synthetic
+
+
+def test_paired_difference_is_exact_at_the_point_and_tighter_than_either_interval() -> None:
+    """Model A is right on 60 of 100 lesions' images, B on the same 60 minus 6: A - B = +0.06 balanced
+    accuracy with a paired interval inside (0, ...) although their own intervals overlap."""
+    rng = np.random.default_rng(0)
+    n = 140
+    frame = pd.DataFrame(
+        {
+            "image_id": [f"i{i}" for i in range(n)],
+            "lesion_id": [f"l{i}" for i in range(n)],
+            "dx": [config.CLASS_NAMES[i % 7] for i in range(n)],
+        }
+    )
+    frame["malignant"] = (
+        frame["dx"].isin([config.CLASS_NAMES[i] for i in config.MALIGNANT_INDICES]).astype(int)
+    )
+    labels = frame["label"] = np.arange(n) % 7
+    right = rng.uniform(size=n) < 0.6
+    worse = right & (rng.uniform(size=n) < 0.85)
+
+    def evaluation(correct: np.ndarray) -> dict:
+        predicted = np.where(correct, labels, (labels + 1) % 7)
+        probs = np.full((n, 7), 0.05)
+        probs[np.arange(n), predicted] = 0.7
+        return {
+            "frame": frame,
+            "class_names": list(config.CLASS_NAMES),
+            "probs": probs,
+            "p_malignant": malignant_probability(probs),
+        }
+
+    a, b = evaluation(right), evaluation(worse)
+    difference = paired_difference(a, b, n_bootstrap=300)
+    point, low, high = difference["balanced_accuracy"]
+    expected = balanced_accuracy(labels, a["probs"]) - balanced_accuracy(labels, b["probs"])
+    assert point == pytest.approx(expected) and 0 < low <= point <= high
+    own = bootstrap_ci(balanced_accuracy, labels, a["probs"], n_boot=300)
+    assert high - low < own.high - own.low
+    assert set(difference) == {"balanced_accuracy", "roc_auc"}
+    with pytest.raises(DataError, match="same images"):
+        paired_difference(a, {**b, "frame": frame.iloc[::-1]})

@@ -226,6 +226,24 @@ def _demo(args: argparse.Namespace) -> int:
     return demo_command(args)
 
 
+def _configure_ensemble(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("members", nargs="+", type=Path, metavar="CKPT", help="two or more checkpoints")
+    parser.add_argument("--output", type=Path, required=True, metavar="ENSEMBLE.h5", help="where to save it")
+    parser.add_argument(
+        "--operating-point-of",
+        type=Path,
+        metavar="CKPT",
+        help="use this checkpoint's operating point (members trained on every partition: give the ensemble "
+        "of their train-only counterparts, evaluated once)",
+    )
+
+
+def _ensemble(args: argparse.Namespace) -> int:
+    from helpers.apps.ensemble import ensemble_command
+
+    return ensemble_command(args)
+
+
 SUBCOMMANDS: list[Subcommand] = [
     Subcommand("run", "execute notebooks with papermill into runs/", _configure_run, _run),
     Subcommand("download", "download HAM10000 from Harvard Dataverse", _configure_download, _download),
@@ -241,6 +259,12 @@ SUBCOMMANDS: list[Subcommand] = [
         "make a checkpoint of a .h5/.keras model from elsewhere (Keras 2 too)",
         _configure_adopt,
         _adopt,
+    ),
+    Subcommand(
+        "ensemble",
+        "save checkpoints as one model averaging their probabilities",
+        _configure_ensemble,
+        _ensemble,
     ),
 ]
 

@@ -8,6 +8,7 @@ from helpers.evaluation.evaluate import (
     describe_checkpoints,
     evaluate_checkpoint,
     load_for_evaluation,
+    paired_difference,
     per_class_table,
     prediction_table,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "describe_checkpoints",
     "diagnosis_labels",
     "evaluate_checkpoint",
+    "paired_difference",
     "evaluation_set",
     "load_for_evaluation",
     "partition",

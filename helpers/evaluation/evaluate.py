@@ -101,6 +101,33 @@ def headline_intervals(
     return intervals
 
 
+def paired_difference(
+    result: dict[str, Any], baseline: dict[str, Any], *, n_bootstrap: int = 1000, seed: int = 0
+) -> dict[str, tuple[float, float, float]]:
+    """95% bootstrap CIs of ``result`` minus ``baseline`` (two evaluations of the same images) in balanced
+    accuracy and malignant ROC-AUC. Paired: each resample draws the same lesions for both models, so the
+    interval is far narrower than either model's own and says whether one model beats the other."""
+    frame = result["frame"]
+    if not np.array_equal(frame["image_id"].to_numpy(), baseline["frame"]["image_id"].to_numpy()):
+        raise DataError("A paired difference needs two evaluations of the same images in the same order.")
+    options = {"n_boot": n_bootstrap, "seed": seed, "groups": frame["lesion_id"].to_numpy()}
+    labels = diagnosis_labels(frame, result["class_names"])
+    malignant = frame["malignant"].to_numpy(dtype=int)
+
+    def delta(metric: Callable[[np.ndarray, np.ndarray], float]) -> Callable[..., float]:
+        return lambda truth, ours, theirs: metric(truth, ours) - metric(truth, theirs)
+
+    intervals = {
+        "roc_auc": bootstrap_ci(
+            delta(rank_auc), malignant, result["p_malignant"], baseline["p_malignant"], **options
+        )
+    }
+    if labels is not None:
+        probs = (result["probs"], baseline["probs"])
+        intervals["balanced_accuracy"] = bootstrap_ci(delta(balanced_accuracy), labels, *probs, **options)
+    return intervals
+
+
 def summary_metrics(result: dict[str, Any]) -> dict[str, Any]:
     """The flat headline numbers of one evaluation (CI triples where computed), for compare_table."""
     binary, multiclass, calibration = result["binary"], result["multiclass"], result["calibration"]

@@ -209,6 +209,15 @@ def save_operating_point(
     return atomic_write_text(path, json.dumps(record, indent=2, default=_to_json) + "\n")
 
 
+def copy_operating_point(source_checkpoint: str | Path, target_checkpoint: str | Path) -> Path:
+    """Give ``target_checkpoint`` the operating point of ``source_checkpoint``: for a model trained on every
+    partition, whose own validation images are gone, the one fitted by its train-only counterpart."""
+    record = load_operating_point(operating_point_path(source_checkpoint))
+    record["checkpoint"] = Path(target_checkpoint).name
+    record["fitted_for"] = Path(source_checkpoint).name
+    return atomic_write_text(operating_point_path(target_checkpoint), json.dumps(record, indent=2) + "\n")
+
+
 def _bad_operating_point(reason: str, path: Path) -> CheckpointError:
     fix = "re-run threshold tuning on the validation set (save_operating_point) for this checkpoint"
     return CheckpointError(f"{reason}\nFile: {path}\nFix: {fix}")

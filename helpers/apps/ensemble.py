@@ -1,0 +1,30 @@
+"""``skinlesion ensemble``: save several checkpoints as one model, the mean of their probabilities (see
+:mod:`helpers.models.ensemble`), with the operating point it should use when its members trained on every
+partition."""
+
+from __future__ import annotations
+
+import argparse
+
+from helpers.evaluation.operating_point import (
+    copy_operating_point,
+    load_operating_point,
+    operating_point_path,
+)
+from helpers.models.ensemble import save_ensemble
+
+
+def ensemble_command(args: argparse.Namespace) -> int:
+    """Save the ensemble; with --operating-point-of, copy that checkpoint's operating point to it."""
+    if args.operating_point_of is not None:  # a missing or bad one fails before anything is written
+        load_operating_point(operating_point_path(args.operating_point_of))
+    target = save_ensemble(args.members, args.output)
+    print(f"Saved the ensemble of {len(args.members)} checkpoints to {target} (and its sidecar .json)")
+    if args.operating_point_of is not None:
+        copied = copy_operating_point(args.operating_point_of, target)
+        print(f"Operating point of {args.operating_point_of}: {copied}")
+    else:
+        print(
+            "Its operating point is fitted on validation the first time it is evaluated (04, bench/accuracy)."
+        )
+    return 0
