@@ -150,7 +150,8 @@ def score_existing(args: argparse.Namespace) -> dict:
         record["against_metrics"] = {key: scored(result) for key, result in baseline.items()}
         record["paired_difference"] = {
             key: dict(paired_difference(results[key], baseline[key], n_bootstrap=args.n_bootstrap))
-            for key in results.keys() & baseline.keys()
+            for key in results
+            if key in baseline
         }
     record["eval_wall_time_s"] = round(time.perf_counter() - started, 1)
     return record
@@ -224,6 +225,7 @@ def run(args: argparse.Namespace) -> dict:
         "release_of": None if validation_run is None else str(args.release),
         "git_commit": git_commit(),
         "recipe_file": str(args.config),
+        "name": name,
         "config": settings.to_params(),
         "history": result.history,
         "metrics": metrics,
@@ -341,7 +343,7 @@ def track(record: dict, output: Path, tracking: Path | None) -> None:
             metrics[f"{key}_balanced_accuracy"] = _point(scores["balanced_accuracy"])
             metrics[f"{key}_malignant_roc_auc"] = _point(scores["roc_auc"])
     append_run(
-        config=Path(record["recipe_file"]).stem if trained else "score",
+        config=record["name"] if trained else "score",
         notebook="bench/accuracy",
         params=params,
         metrics=metrics,
@@ -358,7 +360,7 @@ def _point(value: float | list[float]) -> float:
 
 def _text(value: float | list[float]) -> str:
     if isinstance(value, list | tuple):
-        return f"{value[0]:.4f} (95% CI {value[1]:.3f}-{value[2]:.3f})"
+        return f"{value[0]:.4f} (95% CI {value[1]:.3f} to {value[2]:.3f})"
     return f"{value:.4f}"
 
 

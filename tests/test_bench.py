@@ -11,6 +11,7 @@ import pytest
 from builders import save_untrained_checkpoint
 
 from helpers.core import config
+from helpers.data.augment import AUGMENT_MODES
 from helpers.data.source import DataSource
 from helpers.training.settings import config_from_notebook
 
@@ -35,16 +36,16 @@ def test_throughput_measures_every_stage_and_writes_json(tmp_path: Path) -> None
     record = json.loads(output.read_text())
     assert set(record["pipeline"]["32x32"]) == {
         "decode_to_memory_once",
-        *(f"{source}_{mode}" for source in ("files", "memory") for mode in ("none", "light", "full")),
+        *(f"{source}_{mode}" for source in ("files", "memory") for mode in ("none", *AUGMENT_MODES)),
     }
     (model,) = record["models"]
     assert model["arch"] == "light_cnn" and model["input_size"] == [32, 32]
     assert model["train_step_in_memory"] > 0 and model["inference"] > 0
-    assert set(model["full_training_pipeline"]) == set(model["full_over_train_step"]) == {"light", "full"}
+    assert set(model["full_training_pipeline"]) == set(model["full_over_train_step"]) == set(AUGMENT_MODES)
     for mode, images_per_s in model["full_training_pipeline"].items():
         ratio = images_per_s / model["train_step_in_memory"]
         assert images_per_s > 0 and model["full_over_train_step"][mode] == pytest.approx(ratio, abs=0.01)
-    assert record["repeats"] == 2 and record["augment_modes"] == ["full", "light"]
+    assert record["repeats"] == 2 and record["augment_modes"] == list(AUGMENT_MODES)
     with pytest.raises(SystemExit):
         throughput.parse_args(["--sizes", "150by200"])
 
@@ -97,6 +98,7 @@ def _check_release(accuracy, overrides, validation_output, tmp_path, monkeypatch
     released = Path(record["checkpoint"])
     assert released == tmp_path / "release" / f"variant_{overrides['arch']}.h5" and released.is_file()
     assert record["release_of"] == str(validation_output)
+    assert "| variant |" in (tmp_path / "Tracking.md").read_text()  # the row names the --name variant
     assert record["config"]["train_partitions"] == ["train", "val", "test"]
     head_epochs = validation["config"]["epochs"]
     assert record["config"]["fine_tune_epochs"] == max(1, validation["selected_epoch"] - head_epochs)
