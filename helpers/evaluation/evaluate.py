@@ -106,10 +106,13 @@ def paired_difference(
 ) -> dict[str, tuple[float, float, float]]:
     """95% bootstrap CIs of ``result`` minus ``baseline`` (two evaluations of the same images) in balanced
     accuracy and malignant ROC-AUC. Paired: each resample draws the same lesions for both models, so the
-    interval is far narrower than either model's own and says whether one model beats the other."""
+    interval is narrower than either model's own and says whether one model beats the other."""
     frame = result["frame"]
     if not np.array_equal(frame["image_id"].to_numpy(), baseline["frame"]["image_id"].to_numpy()):
-        raise DataError("A paired difference needs two evaluations of the same images in the same order.")
+        raise DataError(
+            "A paired difference needs two evaluations of the same images in the same order.",
+            fix="evaluate both checkpoints on the same evaluation set (same eval_set, path and split)",
+        )
     options = {"n_boot": n_bootstrap, "seed": seed, "groups": frame["lesion_id"].to_numpy()}
     labels = diagnosis_labels(frame, result["class_names"])
     malignant = frame["malignant"].to_numpy(dtype=int)
