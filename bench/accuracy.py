@@ -34,10 +34,16 @@ import numpy as np
 
 from helpers.core import config
 from helpers.core.atomic import atomic_write_text
+from helpers.core.errors import DataError, SkinLesionError
 from helpers.core.provenance import git_commit
 from helpers.data import resolve_data_root, split_dataset
+from helpers.data.source import DataSource
 from helpers.evaluation import evaluate_checkpoint, evaluation_set, paired_difference, per_class_table
-from helpers.evaluation.operating_point import copy_operating_point
+from helpers.evaluation.operating_point import (
+    copy_operating_point,
+    load_operating_point,
+    operating_point_path,
+)
 from helpers.evaluation.sets import trained_partitions
 from helpers.models import load_checkpoint
 from helpers.models.checkpoints import read_metadata
@@ -99,10 +105,12 @@ def scored(result: dict) -> dict:
     return record
 
 
-def evaluations(checkpoint: Path, data_root: Path, external: Path | None, n_bootstrap: int) -> dict:
+def evaluations(
+    checkpoint: Path, data_root: Path, external: Path | None, n_bootstrap: int, save: bool = True
+) -> dict:
     """evaluate_checkpoint's results on the internal test partition (when the checkpoint never trained on it)
-    and the external set, single view and with flip TTA; the operating point saved beside it is the
-    single-view one that ``skinlesion predict`` uses."""
+    and the external set, single view and with flip TTA; with ``save``, the single-view operating point that
+    ``skinlesion predict`` uses is saved beside it."""
     model, metadata = load_checkpoint(checkpoint)
     sets = {}
     if "test" not in trained_partitions(metadata):
@@ -114,7 +122,12 @@ def evaluations(checkpoint: Path, data_root: Path, external: Path | None, n_boot
         for tta in (True, False):
             held_out_val = chosen.val is not None
             results[f"{name}{'_tta' if tta else ''}"] = evaluate_checkpoint(
-                model, metadata, chosen, tta=tta, n_bootstrap=n_bootstrap, save=held_out_val and not tta
+                model,
+                metadata,
+                chosen,
+                tta=tta,
+                n_bootstrap=n_bootstrap,
+                save=save and held_out_val and not tta,
             )
     return results
 
@@ -127,6 +140,18 @@ def evaluate(checkpoint: Path, data_root: Path, external: Path | None, n_bootstr
     }
 
 
+def record_header(source: DataSource, external: Path | None) -> dict:
+    """The fields every accuracy record starts with: what ran, when, on which data and code."""
+    return {
+        "benchmark": "accuracy",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "data": source.description,
+        "is_demo": source.is_demo,
+        "external_set": None if external is None else str(external),
+        "git_commit": git_commit(),
+    }
+
+
 def score_existing(args: argparse.Namespace) -> dict:
     """--score: the record of an existing checkpoint's scores (no training), and with --against the paired
     differences to another checkpoint on the sets both are scored on."""
@@ -135,17 +160,12 @@ def score_existing(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     results = evaluations(args.score, source.root, external, args.n_bootstrap)
     record = {
-        "benchmark": "accuracy",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "data": source.description,
-        "is_demo": source.is_demo,
-        "external_set": None if external is None else str(external),
+        **record_header(source, external),
         "checkpoint": str(args.score),
-        "git_commit": git_commit(),
         "metrics": {key: scored(result) for key, result in results.items()},
     }
     if args.against is not None:
-        baseline = evaluations(args.against, source.root, external, args.n_bootstrap)
+        baseline = evaluations(args.against, source.root, external, args.n_bootstrap, save=False)
         record["against"] = str(args.against)
         record["against_metrics"] = {key: scored(result) for key, result in baseline.items()}
         record["paired_difference"] = {
@@ -155,6 +175,19 @@ def score_existing(args: argparse.Namespace) -> dict:
         }
     record["eval_wall_time_s"] = round(time.perf_counter() - started, 1)
     return record
+
+
+def read_validation_run(path: Path) -> dict:
+    """The validation run a release is trained after, checked before any training: its selected epoch, head
+    epochs and run name, and the operating point saved beside its checkpoint (the release takes it over)."""
+    fix = "pass the JSON that bench/accuracy.py wrote for the validation run (after it scored the checkpoint)"
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+        facts = (run["selected_epoch"], run["config"]["epochs"], run["config"]["run_name"], run["checkpoint"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DataError(f"Not a usable validation run record ({error!r}).", path, fix) from error
+    load_operating_point(operating_point_path(facts[-1]))
+    return run
 
 
 def release_settings(training: dict, validation_run: dict) -> dict:
@@ -185,7 +218,7 @@ def run(args: argparse.Namespace) -> dict:
     """Train the recipe within the budget, evaluate its best checkpoint and return the JSON-ready record."""
     name, data_params, training = recipe_parameters(args.config, args.set)
     name = args.name or name
-    validation_run = json.loads(args.release.read_text()) if args.release else None
+    validation_run = read_validation_run(args.release) if args.release else None
     if validation_run is not None:
         training = release_settings(training, validation_run)
     source = resolve_data_root(args.data or data_params.get("data_root", "auto"))
@@ -207,13 +240,9 @@ def run(args: argparse.Namespace) -> dict:
         checkpoint = publish_release(checkpoint, validated, f"{name}_{settings.arch}")
     metrics = evaluate(checkpoint, source.root, external, args.n_bootstrap)
     return {
-        "benchmark": "accuracy",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "data": source.description,
-        "is_demo": source.is_demo,
+        **record_header(source, external),
         "split_file": str(split_file),
         "partition_images": frame["partition"].value_counts().to_dict(),
-        "external_set": None if external is None else str(external),
         "budget_minutes": args.budget_minutes,
         "train_wall_time_s": round(result.wall_time_s, 1),
         "eval_wall_time_s": round(time.perf_counter() - started, 1),
@@ -223,7 +252,6 @@ def run(args: argparse.Namespace) -> dict:
         "checkpoint": str(checkpoint),
         "selected_epoch": read_metadata(checkpoint)["epoch"],
         "release_of": None if validation_run is None else str(args.release),
-        "git_commit": git_commit(),
         "recipe_file": str(args.config),
         "name": name,
         "config": settings.to_params(),
@@ -312,7 +340,7 @@ def write_figures(record: dict, folder: Path) -> list[Path]:
     if "history" not in record:  # --score: no training
         stem, paths = Path(record["checkpoint"]).stem, []
     else:
-        stem = f"{Path(record['recipe_file']).stem}{'_release' if record['release_of'] else ''}"
+        stem = f"{record['name']}{'_release' if record['release_of'] else ''}"
         monitored = next(iter(record["best_val_metric"]))
         curves = plot_training_curves(
             record["history"], title=f"{stem}: training curves", monitored=monitored
@@ -372,4 +400,7 @@ def _json_value(value: object) -> object:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SkinLesionError as error:  # the message names the file and the fix: no traceback
+        raise SystemExit(f"error: {error}") from None

@@ -11,6 +11,7 @@ import pytest
 from builders import save_untrained_checkpoint
 
 from helpers.core import config
+from helpers.core.errors import CheckpointError, DataError
 from helpers.data.augment import AUGMENT_MODES
 from helpers.data.source import DataSource
 from helpers.training.settings import config_from_notebook
@@ -128,6 +129,24 @@ def _check_score(accuracy, trained: Path, tmp_path: Path) -> None:
     assert difference[0] == pytest.approx(ours["balanced_accuracy"][0] - theirs["balanced_accuracy"][0])
     assert difference[1] <= difference[0] <= difference[2]
     assert "| score |" in (tmp_path / "Tracking.md").read_text()
+    assert not untrained.with_suffix(".operating_point.json").exists(), "--against writes nothing beside BASE"
+
+
+def test_release_refuses_an_unusable_validation_run_before_training(tmp_path: Path, monkeypatch) -> None:
+    """A record without the selected epoch, or whose checkpoint has no operating point, stops the release at
+    once with the file and the fix, not after an hour of training."""
+    accuracy = _bench_script("accuracy")
+    monkeypatch.setattr(accuracy, "train", lambda *args, **kwargs: pytest.fail("trained on a bad record"))
+    record = tmp_path / "validation.json"
+    record.write_text(json.dumps({"config": {"epochs": 1, "run_name": "r"}, "checkpoint": "m.h5"}))
+    with pytest.raises(DataError, match="selected_epoch") as refused:
+        accuracy.main(["--data", "demo", "--release", str(record)])
+    assert str(record) in str(refused.value) and "Fix:" in str(refused.value)
+    checkpoint = tmp_path / "without_operating_point.h5"
+    complete = {"config": {"epochs": 1, "run_name": "r"}, "checkpoint": str(checkpoint), "selected_epoch": 3}
+    record.write_text(json.dumps(complete))
+    with pytest.raises(CheckpointError, match="operating point not found"):
+        accuracy.main(["--data", "demo", "--release", str(record)])
 
 
 def test_accuracy_recipe_expands_variables_in_the_weights_path(monkeypatch) -> None:
