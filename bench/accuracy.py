@@ -6,7 +6,8 @@ lesion-level split, its ``notebooks: 02-train`` section the training parameters)
 checkpoint exactly as notebook 04 does (:func:`helpers.evaluation.evaluate_checkpoint`: operating point
 fitted on the validation partition, lesion-level 95% bootstrap intervals), single view and with flip TTA,
 on the internal test partition and on the external ISIC 2018 test images when they are available. Writes
-``bench/results/accuracy-<date>.json`` and a row in ``Tracking.md``.
+``bench/results/accuracy-<date>[-<variant>].json`` (numbered, never replacing an earlier record) and a row in
+``Tracking.md``.
 
     uv run python bench/accuracy.py [--budget-minutes 60] [--data auto|demo|FOLDER] [--set NAME VALUE]
                                     [--name VARIANT]
@@ -301,7 +302,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--against", type=Path, default=None, metavar="CKPT", help="with --score: paired differences to CKPT"
     )
     parser.add_argument("--figures", type=Path, default=None, metavar="DIR", help="also write SVG figures")
-    parser.add_argument("--output", type=Path, default=None, help="default bench/results/accuracy-DATE.json")
+    parser.add_argument(
+        "--output", type=Path, default=None, help="default: accuracy-DATE[-NAME].json in bench/results"
+    )
     parser.add_argument("--tracking", type=Path, default=None, help="default Tracking.md (one row per run)")
     return parser.parse_args(argv)
 
@@ -322,8 +325,7 @@ def main(argv: list[str] | None = None) -> Path:
         )
     if "train_wall_time_s" in record:
         print(f"training {record['train_wall_time_s']:.0f} s, {record['train_images_per_s']:.1f} images/s")
-    scored_name = "" if args.score is None else f"-score-{args.score.stem}"
-    output = args.output or RESULTS_DIR / f"accuracy-{datetime.now(UTC):%Y-%m-%d}{scored_name}.json"
+    output = args.output or default_output(args)
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output, json.dumps(record, indent=2, default=_json_value) + "\n")
     track(record, output, args.tracking)
@@ -332,6 +334,21 @@ def main(argv: list[str] | None = None) -> Path:
             print(f"Saved {path}")
     print(f"Saved {output}")
     return output
+
+
+def default_output(args: argparse.Namespace) -> Path:
+    """``bench/results/accuracy-DATE[-score-CKPT | -VARIANT][-release].json``, numbered ``-2``, ``-3``... when
+    taken: a second run of the day must not replace the first one's record (an explicit --output does)."""
+    if args.score is not None:
+        suffix = f"-score-{args.score.stem}"
+    else:
+        suffix = (f"-{args.name}" if args.name else "") + ("-release" if args.release else "")
+    path = RESULTS_DIR / f"accuracy-{datetime.now(UTC):%Y-%m-%d}{suffix}.json"
+    candidate, number = path, 1
+    while candidate.exists():
+        number += 1
+        candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
+    return candidate
 
 
 def write_figures(record: dict, folder: Path) -> list[Path]:

@@ -173,3 +173,18 @@ def test_demo_probe_answers_every_input_and_keeps_serving(tmp_path: Path) -> Non
     (burst,) = record["bursts"]
     assert burst["answered"] == 4 and burst["predictions"] == 3 and burst["clear_errors"] == 1
     assert record["serving_after_bursts"] and burst["rss_mb_after"] > 0
+
+
+def test_accuracy_records_never_replace_one_another(tmp_path: Path, monkeypatch) -> None:
+    """Two runs of a day get two records (a variant's name in its file name, then -2, -3...): the second
+    run of 2026-12-02 used to overwrite the recipe's record without a word."""
+    accuracy = _bench_script("accuracy")
+    monkeypatch.setattr(accuracy, "RESULTS_DIR", tmp_path)
+    variant = accuracy.parse_args(["--name", "short", "--release", "run.json"])
+    first = accuracy.default_output(variant)
+    assert first.name.endswith("-short-release.json")
+    first.write_text("{}")
+    second = accuracy.default_output(variant)
+    assert second.name == first.name.replace(".json", "-2.json")
+    scored = accuracy.default_output(accuracy.parse_args(["--score", "models/a.h5"]))
+    assert scored.name.endswith("-score-a.json")
