@@ -54,6 +54,7 @@ from helpers.plots.training import plot_training_curves
 from helpers.runs import append_run, run_label
 from helpers.runs.params import load_run_config, parse_literal
 from helpers.training import config_from_notebook, train
+from helpers.training.settings import TRACKED_PARAMS
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_RECIPE = config.CONFIGS_DIR / "recipe_cpu.yaml"
@@ -373,11 +374,11 @@ def write_figures(record: dict, folder: Path) -> list[Path]:
 
 
 def track(record: dict, output: Path, tracking: Path | None) -> None:
-    """One Tracking.md row for the run (as the notebooks add): recipe, key settings, headline metrics."""
-    settings = ("arch", "input_size", "fine_tune_epochs", "augment_mode", "ema_momentum", "time_budget_s")
+    """One Tracking.md row for the run (as the notebooks add): recipe, the settings a notebook row shows (a
+    --set variant's among them) and the budget, headline metrics."""
     trained = "config" in record  # else --score
     params = (
-        {name: record["config"].get(name) for name in settings}
+        {name: record["config"].get(name) for name in (*TRACKED_PARAMS, "time_budget_s")}
         if trained
         else {"against": record.get("against")}
     )

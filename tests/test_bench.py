@@ -82,6 +82,7 @@ def test_accuracy_trains_within_budget_and_scores_val_and_test(tmp_path: Path, m
     assert len(json.loads(operating_point.read_text())["class_bias"]) == len(config.CLASS_NAMES)
     (row,) = [line for line in tracking.read_text().splitlines() if "bench/accuracy" in line]
     assert "SYNTHETIC" in row and "internal_tta_balanced_accuracy=" in row
+    assert "epochs=2," in row and "seed=42" in row  # a --set variant's settings show in its row
     assert Path(record["checkpoint"]).name in row
     _check_release(accuracy, overrides, output, tmp_path, monkeypatch)
     _check_score(accuracy, Path(record["checkpoint"]), tmp_path)
