@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 from builders import save_untrained_checkpoint
 
 from helpers.apps import cli
+from helpers.apps.export import check_parity, export_model
 from helpers.core.errors import CheckpointError
 from helpers.evaluation.operating_point import (
     load_operating_point,
@@ -36,13 +38,45 @@ def test_ensemble_checkpoint_averages_its_members(tmp_path) -> None:
     assert heatmap.shape == SIZE and probabilities.shape == (7,)
 
 
+def test_members_of_other_input_sizes_see_the_image_resized(tmp_path) -> None:
+    """An ensemble across input sizes takes the largest and resizes in front of the smaller member, so it is
+    still one model for evaluation, Grad-CAM and every tool that reads its input size."""
+    large_size = (48, 60)
+    small = save_untrained_checkpoint(tmp_path / "small.h5", input_size=SIZE)
+    large = save_untrained_checkpoint(tmp_path / "large.h5", input_size=large_size)
+    model, metadata = load_checkpoint(save_ensemble([small, large], tmp_path / "ensemble.h5"))
+    assert metadata["input_size"] == list(large_size) and model.input_shape[1:3] == large_size
+    images = np.random.default_rng(1).uniform(0, 255, (3, *large_size, 3)).astype("float32")
+    resized = keras.ops.image.resize(images, SIZE, interpolation="bilinear")
+    expected = (
+        load_checkpoint(small)[0].predict(resized, verbose=0)
+        + load_checkpoint(large)[0].predict(images, verbose=0)
+    ) / 2
+    np.testing.assert_allclose(model.predict(images, verbose=0), expected, atol=1e-5)
+    heatmap, _, probabilities = gradcam(model, images[0])
+    assert heatmap.shape == large_size and probabilities.shape == (7,)
+
+
+def test_an_ensemble_across_input_sizes_exports_to_onnx_with_parity(tmp_path) -> None:
+    """Its members are called in inference mode: ONNX Runtime has no kernel for the random ops of dropout."""
+    members = [
+        save_untrained_checkpoint(tmp_path / f"m{index}.h5", input_size=size)
+        for index, size in enumerate((SIZE, (48, 60)))
+    ]
+    ensemble = save_ensemble(members, tmp_path / "ensemble.h5")
+    exported = export_model(ensemble, "onnx", out_dir=tmp_path / "exported")
+    images = np.random.default_rng(2).uniform(0, 255, (4, 48, 60, 3)).astype("float32")
+    parity = check_parity(load_checkpoint(ensemble)[0], exported, "onnx", images)
+    assert parity["max_abs_diff"] < 1e-5 and parity["top1_agreement"] == 1.0
+
+
 def test_members_must_match(tmp_path) -> None:
-    small = save_untrained_checkpoint(tmp_path / "a.h5", input_size=SIZE)
-    large = save_untrained_checkpoint(tmp_path / "b.h5", input_size=(40, 48))
-    with pytest.raises(CheckpointError, match="same task and input size"):
-        save_ensemble([small, large], tmp_path / "e.h5")
+    multiclass = save_untrained_checkpoint(tmp_path / "a.h5", input_size=SIZE)
+    binary = save_untrained_checkpoint(tmp_path / "b.h5", input_size=SIZE, task="binary")
+    with pytest.raises(CheckpointError, match="same task and classes"):
+        save_ensemble([multiclass, binary], tmp_path / "e.h5")
     with pytest.raises(CheckpointError, match="at least two"):
-        ensemble_model([load_checkpoint(small)[0]])
+        ensemble_model([load_checkpoint(multiclass)[0]])
 
 
 def test_members_on_the_same_split_keep_it(tmp_path) -> None:

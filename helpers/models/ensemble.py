@@ -15,50 +15,61 @@ from helpers.models.checkpoints import load_checkpoint, save_checkpoint
 
 
 def ensemble_model(members: Sequence[keras.Model], name: str = "ensemble") -> keras.Model:
-    """One functional model taking the members' input and returning the mean of their probabilities; each
-    member is nested under the name ``member_<i>`` (its own layer names stay as they were)."""
+    """One functional model returning the mean of the members' probabilities; each member is nested under
+    the name ``member_<i>`` (its own layer names stay as they were). Members may differ in input size: the
+    ensemble takes the largest (most pixels) and resizes the image (bilinear) in front of each smaller
+    member, so no member sees less detail than it was trained on."""
     if len(members) < 2:
         raise CheckpointError("An ensemble needs at least two members.")
-    shapes = {(tuple(model.inputs[0].shape[1:]), model.outputs[0].shape[-1]) for model in members}
-    if len(shapes) != 1:
-        raise CheckpointError(f"Ensemble members must share input shape and output width: {sorted(shapes)}.")
-    inputs = keras.Input(shape=members[0].inputs[0].shape[1:], name="image")
-    outputs = [
-        keras.Model(model.inputs, model.outputs[0], name=f"member_{index}")(inputs)
-        for index, model in enumerate(members)
-    ]
+    widths = {(model.inputs[0].shape[-1], model.outputs[0].shape[-1]) for model in members}
+    if len(widths) != 1:
+        raise CheckpointError(
+            f"Ensemble members must share input channels and output width: {sorted(widths)}."
+        )
+    shape = max((tuple(model.inputs[0].shape[1:]) for model in members), key=lambda hwc: hwc[0] * hwc[1])
+    inputs = keras.Input(shape=shape, name="image")
+    outputs = []
+    for index, model in enumerate(members):
+        height, width = model.inputs[0].shape[1:3]
+        member_input = inputs
+        if (height, width) != shape[:2]:
+            member_input = layers.Resizing(height, width, name=f"resize_{index}")(inputs)
+        member = keras.Model(model.inputs, model.outputs[0], name=f"member_{index}")
+        outputs.append(member(member_input, training=False))  # an ensemble is only ever inferred
     return keras.Model(inputs, layers.Average(name="probabilities")(outputs), name=name)
 
 
 def save_ensemble(checkpoints: Sequence[str | Path], target: str | Path) -> Path:
-    """Load checkpoints of one task, class set and input size, and save their ensemble at ``target`` with a
-    sidecar naming its members (each member's own sidecar is kept under ``members``)."""
+    """Load checkpoints of one task and class set (input sizes may differ, see :func:`ensemble_model`), and
+    save their ensemble at ``target`` with a sidecar naming its members (each member's own sidecar is kept
+    under ``members``) and the ensemble's input size."""
     loaded = [load_checkpoint(path) for path in checkpoints]
     first = loaded[0][1]
     for _, metadata in loaded[1:]:
         _check_same_task(first, metadata)
     model = ensemble_model([model for model, _ in loaded], name=Path(target).stem)
-    return save_checkpoint(model, target, _ensemble_metadata([metadata for _, metadata in loaded]))
+    metadata = _ensemble_metadata([metadata for _, metadata in loaded], model.inputs[0].shape[1:3])
+    return save_checkpoint(model, target, metadata)
 
 
 def _check_same_task(first: dict[str, Any], other: dict[str, Any]) -> None:
-    keys = ("task", "class_names", "input_size")
+    keys = ("task", "class_names")
     if any(first.get(key) != other.get(key) for key in keys):
         raise CheckpointError(
-            f"Cannot ensemble {first.get('checkpoint')} and {other.get('checkpoint')}: their task, classes "
-            "or input size differ.\nFix: ensemble checkpoints trained for the same task and input size."
+            f"Cannot ensemble {first.get('checkpoint')} and {other.get('checkpoint')}: their task or classes "
+            "differ.\nFix: ensemble checkpoints trained for the same task and classes."
         )
 
 
-def _ensemble_metadata(members: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The ensemble's sidecar: the shared task facts, the union of the members' training partitions, and
-    every member's own metadata."""
+def _ensemble_metadata(members: Sequence[dict[str, Any]], input_size: Sequence[int]) -> dict[str, Any]:
+    """The ensemble's sidecar: the shared task facts, its input size, the union of the members' training
+    partitions, and every member's own metadata."""
     first = members[0]
     trained_on = sorted({part for member in members for part in member.get("trained_on", ["train"])})
     return {
         "task": first["task"],
         "class_names": first["class_names"],
-        "input_size": first["input_size"],
+        "input_size": [int(side) for side in input_size],
         "arch": "ensemble",
         "split_file": _shared_split([member.get("split_file") for member in members]),
         "trained_on": trained_on,
