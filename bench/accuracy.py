@@ -20,6 +20,11 @@ ensemble``, a released model); ``--against BASE`` adds paired differences to BAS
 lesions resampled for both), which decide whether a model beats another far more sharply than comparing
 their own intervals. ``--figures DIR`` also writes the training curves and the confusion matrices as SVG
 (no dataset images).
+
+A recipe with ``members`` (``configs/recipe_cpu_ensemble.yaml``: the recipe at two input sizes and on a second
+backbone) trains each member in turn within the one budget, saves their average as one ensemble checkpoint
+(``skinlesion ensemble``) and scores that; each member's training record is kept under ``members``;
+``--set`` applies to every member.
 """
 
 from __future__ import annotations
@@ -28,10 +33,12 @@ import argparse
 import json
 import os
 import time
+from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from helpers.core import config
 from helpers.core.atomic import atomic_write_text
@@ -48,13 +55,14 @@ from helpers.evaluation.operating_point import (
 from helpers.evaluation.sets import trained_partitions
 from helpers.models import load_checkpoint
 from helpers.models.checkpoints import read_metadata
+from helpers.models.ensemble import save_ensemble
 from helpers.plots import apply_style, save_figure
 from helpers.plots.evaluation import confusion_matrix_figure
 from helpers.plots.training import plot_training_curves
 from helpers.runs import append_run, run_label
-from helpers.runs.params import load_run_config, parse_literal
-from helpers.training import config_from_notebook, train
-from helpers.training.settings import TRACKED_PARAMS
+from helpers.runs.params import ConfigError, load_run_config, parse_literal
+from helpers.training import TrainConfig, TrainResult, config_from_notebook, train
+from helpers.training.settings import NOTEBOOK_NAMES, TRACKED_PARAMS
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_RECIPE = config.CONFIGS_DIR / "recipe_cpu.yaml"
@@ -78,13 +86,21 @@ REPORTED = (
 )
 
 
-def recipe_parameters(recipe: Path, overrides: list[tuple[str, str]]) -> tuple[str, dict, dict]:
-    """The recipe's name, its data/split parameters and its training parameters with ``overrides`` applied
-    (``config_from_notebook`` later expands ``$VARIABLES`` in a weights path, as for the notebooks)."""
+def recipe_parameters(recipe: Path, overrides: list[tuple[str, str]]) -> tuple[str, dict, list[dict]]:
+    """The recipe's name, its data/split parameters and the training parameters of each model it trains (one,
+    or one per ensemble member), with ``overrides`` applied to every one (``config_from_notebook`` later
+    expands ``$VARIABLES`` in a weights path, as for the notebooks)."""
     run_config = load_run_config(recipe)
     training = dict(run_config.notebooks.get(TRAINING_SECTION, {}))
-    training.update({name: parse_literal(value) for name, value in overrides})
-    return run_config.name, dict(run_config.parameters), training
+    parsed = {name: parse_literal(value) for name, value in overrides}
+    known = {field.name for field in fields(TrainConfig)} | set(NOTEBOOK_NAMES)
+    for where, names in [("--set", parsed), *((f"{recipe}: members", m) for m in run_config.members)]:
+        if unknown := sorted(set(names) - known):
+            raise ConfigError(
+                f"{where}: {unknown} are no training parameters (typo?); known: {sorted(known)}"
+            )
+    members = [{**training, **member, **parsed} for member in run_config.members or [{}]]
+    return run_config.name, dict(run_config.parameters), members
 
 
 def external_folder(given: Path | None) -> Path | None:
@@ -217,12 +233,18 @@ def publish_release(checkpoint: Path, validation_checkpoint: Path, name: str) ->
 
 
 def run(args: argparse.Namespace) -> dict:
-    """Train the recipe within the budget, evaluate its best checkpoint and return the JSON-ready record."""
-    name, data_params, training = recipe_parameters(args.config, args.set)
+    """Train the recipe (each of its members) within the budget, evaluate its best checkpoint (the members'
+    ensemble) and return the JSON-ready record."""
+    name, data_params, members = recipe_parameters(args.config, args.set)
     name = args.name or name
+    if args.release and len(members) > 1:
+        raise ConfigError(
+            f"{args.config} trains an ensemble; --release trains one model.\nFix: release each member's "
+            "recipe with --release and join them with `skinlesion ensemble --operating-point-of`."
+        )
     validation_run = read_validation_run(args.release) if args.release else None
     if validation_run is not None:
-        training = release_settings(training, validation_run)
+        members = [release_settings(members[0], validation_run)]
     source = resolve_data_root(args.data or data_params.get("data_root", "auto"))
     frame, split_file = split_dataset(
         source,
@@ -231,33 +253,33 @@ def run(args: argparse.Namespace) -> dict:
         val_fraction=data_params.get("val_fraction", 0.15),
         test_fraction=data_params.get("test_fraction", 0.15),
     )
-    training["time_budget_s"] = args.budget_minutes * 60
-    settings = config_from_notebook(training, label=run_label(name, source.is_demo), source=source)
-    result = train(settings, frame, split_file=split_file, data_description=source.description)
+    trained = train_members(name, members, args.budget_minutes * 60, source, frame, split_file)
+    trainings = [training_record(settings, result) for settings, result in trained]
     started = time.perf_counter()
     external = None if source.is_demo else external_folder(args.external)
-    checkpoint = result.checkpoint_path
+    if len(trained) > 1:
+        checkpoint = save_ensemble(
+            [result.checkpoint_path for _, result in trained],
+            free_path(trained[0][0].path("models") / f"{name}.h5"),
+        )
+    else:
+        checkpoint = trained[0][1].checkpoint_path
     if validation_run is not None:
         validated = Path(validation_run["checkpoint"])
-        checkpoint = publish_release(checkpoint, validated, f"{name}_{settings.arch}")
+        checkpoint = publish_release(checkpoint, validated, f"{name}_{trained[0][0].arch}")
     metrics = evaluate(checkpoint, source.root, external, args.n_bootstrap)
     return {
         **record_header(source, external),
         "split_file": str(split_file),
         "partition_images": frame["partition"].value_counts().to_dict(),
         "budget_minutes": args.budget_minutes,
-        "train_wall_time_s": round(result.wall_time_s, 1),
+        "train_wall_time_s": round(sum(result.wall_time_s for _, result in trained), 1),
         "eval_wall_time_s": round(time.perf_counter() - started, 1),
-        "train_images_per_s": round(result.images_per_s, 2),
-        "epochs_run": len(result.history.get("epoch", [])),
-        "best_val_metric": {result.monitored: result.best_metric},
+        **(trainings[0] if len(trainings) == 1 else {"members": trainings}),
         "checkpoint": str(checkpoint),
-        "selected_epoch": read_metadata(checkpoint)["epoch"],
         "release_of": None if validation_run is None else str(args.release),
         "recipe_file": str(args.config),
         "name": name,
-        "config": settings.to_params(),
-        "history": result.history,
         "metrics": metrics,
         "headline": HEADLINE,
         "targets_met": {  # a release (trained on every partition) is scored externally only
@@ -266,6 +288,43 @@ def run(args: argparse.Namespace) -> dict:
             if key in metrics
         },
         "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+    }
+
+
+def train_members(
+    name: str, members: list[dict], budget_s: float, source: DataSource, frame: pd.DataFrame, split_file: Path
+) -> list[tuple[TrainConfig, TrainResult]]:
+    """Train each member in turn, each with what is left of the one budget; (settings, result) pairs."""
+    trained = []
+    for index, training in enumerate(members, start=1):
+        spent = sum(result.wall_time_s for _, result in trained)
+        if spent >= budget_s:
+            raise ConfigError(
+                f"The {budget_s / 60:.0f}-minute budget was spent by members 1-{index - 1} of {len(members)}"
+                f" (their checkpoints are kept in models/).\nFix: raise --budget-minutes or drop members."
+            )
+        label = name if len(members) == 1 else f"{name}_member{index}"
+        settings = config_from_notebook(
+            {**training, "time_budget_s": budget_s - spent},
+            label=run_label(label, source.is_demo),
+            source=source,
+        )
+        result = train(settings, frame, split_file=split_file, data_description=source.description)
+        trained.append((settings, result))
+    return trained
+
+
+def training_record(settings: TrainConfig, result: TrainResult) -> dict:
+    """What one trained model's record holds: speed, epochs, selected checkpoint, settings and history."""
+    return {
+        "train_wall_time_s": round(result.wall_time_s, 1),
+        "train_images_per_s": round(result.images_per_s, 2),
+        "epochs_run": len(result.history.get("epoch", [])),
+        "best_val_metric": {result.monitored: result.best_metric},
+        "checkpoint": str(result.checkpoint_path),
+        "selected_epoch": read_metadata(result.checkpoint_path)["epoch"],
+        "config": settings.to_params(),
+        "history": result.history,
     }
 
 
@@ -324,8 +383,10 @@ def main(argv: list[str] | None = None) -> Path:
             f"{key:>13}: minus {record['against']}: "
             + "  ".join(f"{metric} {_text(value)}" for metric, value in differences.items())
         )
-    if "train_wall_time_s" in record:
-        print(f"training {record['train_wall_time_s']:.0f} s, {record['train_images_per_s']:.1f} images/s")
+    for training in record.get("members") or ([record] if "train_wall_time_s" in record else []):
+        print(
+            f"training {training['train_wall_time_s']:.0f} s, {training['train_images_per_s']:.1f} images/s"
+        )
     output = args.output or default_output(args)
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output, json.dumps(record, indent=2, default=_json_value) + "\n")
@@ -338,13 +399,19 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 def default_output(args: argparse.Namespace) -> Path:
-    """``bench/results/accuracy-DATE[-score-CKPT | -VARIANT][-release].json``, numbered ``-2``, ``-3``... when
-    taken: a second run of the day must not replace the first one's record (an explicit --output does)."""
+    """``bench/results/accuracy-DATE[-score-CKPT | -VARIANT][-release].json`` (VARIANT: --name, else a recipe
+    other than the default), numbered ``-2``, ``-3``... when taken: a second run of the day must not replace
+    the first one's record (an explicit --output does)."""
     if args.score is not None:
         suffix = f"-score-{args.score.stem}"
     else:
-        suffix = (f"-{args.name}" if args.name else "") + ("-release" if args.release else "")
-    path = RESULTS_DIR / f"accuracy-{datetime.now(UTC):%Y-%m-%d}{suffix}.json"
+        variant = args.name or (None if args.config == DEFAULT_RECIPE else args.config.stem)
+        suffix = (f"-{variant}" if variant else "") + ("-release" if args.release else "")
+    return free_path(RESULTS_DIR / f"accuracy-{datetime.now(UTC):%Y-%m-%d}{suffix}.json")
+
+
+def free_path(path: Path) -> Path:
+    """``path``, or the first of ``STEM-2``, ``STEM-3``... that does not exist yet (nothing is replaced)."""
     candidate, number = path, 1
     while candidate.exists():
         number += 1
@@ -353,17 +420,21 @@ def default_output(args: argparse.Namespace) -> Path:
 
 
 def write_figures(record: dict, folder: Path) -> list[Path]:
-    """The run's training curves and a confusion matrix per TTA-scored set, as SVG in ``folder``."""
+    """The training curves of each trained model and a confusion matrix per TTA-scored set, as SVG in
+    ``folder``."""
     apply_style()
-    if "history" not in record:  # --score: no training
-        stem, paths = Path(record["checkpoint"]).stem, []
-    else:
-        stem = f"{record['name']}{'_release' if record['release_of'] else ''}"
-        monitored = next(iter(record["best_val_metric"]))
+    stem = f"{record['name']}{'_release' if record.get('release_of') else ''}"
+    if "train_wall_time_s" not in record:  # --score: no training
+        stem = Path(record["checkpoint"]).stem
+    trainings = record.get("members") or ([record] if "history" in record else [])
+    paths = []
+    for index, training in enumerate(trainings, start=1):
+        curves_stem = stem if len(trainings) == 1 else f"{stem}_member{index}"
+        monitored = next(iter(training["best_val_metric"]))
         curves = plot_training_curves(
-            record["history"], title=f"{stem}: training curves", monitored=monitored
+            training["history"], title=f"{curves_stem}: training curves", monitored=monitored
         )
-        paths = [save_figure(curves, f"{stem}_curves", figures_dir=folder)]
+        paths.append(save_figure(curves, f"{curves_stem}_curves", figures_dir=folder))
     for key in ("internal_tta", "external_tta"):
         if key in record["metrics"]:
             matrix = np.asarray(record["metrics"][key]["confusion_matrix"])
@@ -376,12 +447,17 @@ def write_figures(record: dict, folder: Path) -> list[Path]:
 def track(record: dict, output: Path, tracking: Path | None) -> None:
     """One Tracking.md row for the run (as the notebooks add): recipe, the settings a notebook row shows (a
     --set variant's among them) and the budget, headline metrics."""
-    trained = "config" in record  # else --score
-    params = (
-        {name: record["config"].get(name) for name in (*TRACKED_PARAMS, "time_budget_s")}
-        if trained
-        else {"against": record.get("against")}
-    )
+    trained = "train_wall_time_s" in record  # else --score
+    if not trained:
+        params = {"against": record.get("against")}
+    elif "members" in record:  # an ensemble: what tells its members apart
+        params = {
+            f"member{index}": "{arch} {input_size} seed {seed}".format(**member["config"])
+            for index, member in enumerate(record["members"], start=1)
+        }
+        params["time_budget_s"] = record["members"][0]["config"]["time_budget_s"]
+    else:
+        params = {name: record["config"].get(name) for name in (*TRACKED_PARAMS, "time_budget_s")}
     metrics = {"train_minutes": record["train_wall_time_s"] / 60} if trained else {}
     for key in ("internal_tta", "external_tta"):
         if key in record["metrics"]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import pytest
 from builders import save_untrained_checkpoint
@@ -14,6 +14,7 @@ from helpers.core import config
 from helpers.core.errors import CheckpointError, DataError
 from helpers.data.augment import AUGMENT_MODES
 from helpers.data.source import DataSource
+from helpers.runs.params import ConfigError
 from helpers.training.settings import config_from_notebook
 
 pytestmark = pytest.mark.slow
@@ -150,11 +151,82 @@ def test_release_refuses_an_unusable_validation_run_before_training(tmp_path: Pa
         accuracy.main(["--data", "demo", "--release", str(record)])
 
 
+def test_an_ensemble_recipe_trains_its_members_in_one_budget_and_scores_their_average(
+    tmp_path: Path,
+) -> None:
+    """A recipe with members: each trained in turn (the second with what the first left of the budget), one
+    ensemble checkpoint scored, each member's record kept, their curves drawn, one Tracking.md row."""
+    accuracy = _bench_script("accuracy")
+    recipe = tmp_path / "ensemble.yaml"
+    small = {"arch": "light_cnn", "weights": None, "epochs": 1, "fine_tune_epochs": 0}
+    members = [{**small, "img_size": [32, 32]}, {**small, "img_size": [40, 40], "seed": 7}]
+    recipe.write_text(
+        json.dumps({"name": "tiny_ensemble", "extends": str(accuracy.DEFAULT_RECIPE), "members": members})
+    )
+    output, tracking, figures = tmp_path / "e.json", tmp_path / "Tracking.md", tmp_path / "figures"
+    argv = ["--data", "demo", "--config", str(recipe), "--budget-minutes", "5", "--n-bootstrap", "20"]
+    argv += ["--output", str(output), "--tracking", str(tracking), "--figures", str(figures)]
+    for name in ("models_dir", "runs_dir", "cache_dir"):
+        argv += ["--set", name, str(tmp_path / name)]
+    accuracy.main(argv)
+    record = json.loads(output.read_text())
+    first, second = record["members"]
+    assert [first["config"]["input_size"], second["config"]["input_size"]] == [[32, 32], [40, 40]]
+    assert second["config"]["time_budget_s"] == pytest.approx(300 - first["train_wall_time_s"], abs=0.2)
+    assert record["train_wall_time_s"] == pytest.approx(
+        first["train_wall_time_s"] + second["train_wall_time_s"]
+    )
+    ensemble = Path(record["checkpoint"])
+    assert ensemble.name == "tiny_ensemble.h5" and ensemble.parent == tmp_path / "models_dir"
+    sidecar = json.loads(ensemble.with_suffix(".json").read_text())
+    assert [member["checkpoint"] for member in sidecar["members"]] == [
+        first["checkpoint"],
+        second["checkpoint"],
+    ]
+    assert ensemble.with_suffix(".operating_point.json").is_file()  # fitted on validation when scored
+    assert set(record["metrics"]) == {"internal", "internal_tta"} and "config" not in record
+    (row,) = [line for line in tracking.read_text().splitlines() if "bench/accuracy" in line]
+    assert "member1=light_cnn [32, 32] seed 42" in row and "member2=light_cnn [40, 40] seed 7" in row
+    drawn = {path.name for path in figures.iterdir()}
+    assert {"tiny_ensemble_member1_curves.svg", "tiny_ensemble_member2_curves.svg"} <= drawn
+    with pytest.raises(ConfigError, match="trains an ensemble"):  # before any training
+        accuracy.main(["--data", "demo", "--config", str(recipe), "--release", str(output)])
+
+
+def test_an_ensemble_recipe_stops_with_its_members_kept_when_the_budget_is_spent(monkeypatch) -> None:
+    accuracy = _bench_script("accuracy")
+    spent = SimpleNamespace(wall_time_s=120.0)
+    monkeypatch.setattr(accuracy, "train", lambda *args, **kwargs: spent)
+    source = DataSource(root=Path("/data"), is_demo=True, description="demo")
+    with pytest.raises(ConfigError, match="spent by members 1-1 of 2") as stopped:
+        accuracy.train_members("r", [{}, {}], 60.0, source, None, Path("split.csv"))
+    assert "Fix: raise --budget-minutes" in str(stopped.value)
+
+
+def test_the_shipped_ensemble_recipe_is_the_recipe_at_two_sizes_and_on_two_backbones(tmp_path: Path) -> None:
+    accuracy = _bench_script("accuracy")
+    name, _, members = accuracy.recipe_parameters(config.CONFIGS_DIR / "recipe_cpu_ensemble.yaml", [])
+    _, _, (recipe,) = accuracy.recipe_parameters(accuracy.DEFAULT_RECIPE, [])
+    assert name == "recipe_cpu_ensemble" and len(members) == 3
+    assert members[0] == recipe  # the first member is the recipe itself
+    assert members[1] == {**recipe, "img_size": [225, 300]}
+    assert members[2] == {**recipe, "arch": "mobilenetv2", "weights": "imagenet"}
+    with pytest.raises(ConfigError, match=r"--set: \['imgsize'\] are no training parameters"):
+        accuracy.recipe_parameters(accuracy.DEFAULT_RECIPE, [("imgsize", "[1, 2]")])  # never silently ignored
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(
+        json.dumps({"name": "t", "extends": str(accuracy.DEFAULT_RECIPE), "members": [{}, {"sed": 7}]})
+    )
+    with pytest.raises(ConfigError, match=r"typo.yaml: members: \['sed'\]"):
+        accuracy.recipe_parameters(typo, [])
+
+
 def test_accuracy_recipe_expands_variables_in_the_weights_path(monkeypatch) -> None:
     accuracy = _bench_script("accuracy")
     monkeypatch.setenv("SKINLESION_SHARED", "/somewhere")
-    name, data, training = accuracy.recipe_parameters(accuracy.DEFAULT_RECIPE, [("fine_tune_epochs", "3")])
+    name, data, members = accuracy.recipe_parameters(accuracy.DEFAULT_RECIPE, [("fine_tune_epochs", "3")])
     assert name == "recipe_cpu" and data["split_name"] == "lesion_seed42"
+    (training,) = members  # a single-model recipe
     source = DataSource(root=Path("/data/HAM10000"), is_demo=False, description="real")
     settings = config_from_notebook(training, label=name, source=source)
     assert settings.weights.startswith("/somewhere/keras/weights/") and settings.fine_tune_epochs == 3

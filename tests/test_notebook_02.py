@@ -87,6 +87,9 @@ def test_configs_give_valid_training_settings(config_file, tmp_path):
         lr = params.pop("lrs", [params.get("lr")])[0]
         settings = config_from_notebook(params, label=run_config.name, source=_source(tmp_path, False), lr=lr)
         assert settings.task == plan["04-test"].get("task", "multiclass"), "04 must test what 02 trains"
+    for member in run_config.members:  # each ensemble member is valid training settings too
+        params = {**declared["02-train"], **plan["02-train"], **member}
+        assert config_from_notebook(params, label=run_config.name, source=_source(tmp_path, False)).task
 
 
 @pytest.mark.slow

@@ -168,6 +168,45 @@ def test_load_run_config_reads_sections(tmp_path):
     assert load_run_config(path) == RunConfig("n", path, {"a": [1, 2]}, {"01-x": {"b": None}})
 
 
+def test_a_config_extends_another_key_by_key_and_lists_ensemble_members(tmp_path):
+    base = _write_config(
+        tmp_path / "base.yaml",
+        {"name": "base", "parameters": {"a": 1, "b": 2}, "notebooks": {"02-t": {"lr": 0.1, "seed": 1}}},
+    )
+    child = _write_config(
+        tmp_path / "child.yaml",
+        {
+            "name": "child",
+            "extends": base.name,  # relative to the child's folder
+            "parameters": {"b": 3},
+            "notebooks": {"02-t": {"seed": 7}, "04-e": {"tta": True}},
+            "members": [{}, {"img_size": [225, 300]}],
+        },
+    )
+    loaded = load_run_config(child)
+    assert loaded.name == "child" and loaded.parameters == {"a": 1, "b": 3}
+    assert loaded.notebooks == {"02-t": {"lr": 0.1, "seed": 7}, "04-e": {"tta": True}}
+    assert loaded.members == [{}, {"img_size": [225, 300]}]
+    assert load_run_config(base).members == []  # a config without members trains one model
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ({"extends": "c.yaml"}, "cycle"),
+        ({"extends": 3}, "must name a config file"),
+        ({"extends": "missing.yaml"}, "not found"),
+        ({"members": [{}]}, "at least two"),
+        ({"members": {"a": 1}}, "at least two"),
+        ({"members": [{}, {"when": None, "not-identifier": 1}]}, r"members\[1\]"),
+    ],
+)
+def test_bad_extends_or_members_are_clear_errors(tmp_path, content, message):
+    path = _write_config(tmp_path / "c.yaml", {"name": "n", **content})
+    with pytest.raises(ConfigError, match=message):
+        load_run_config(path)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -1,9 +1,11 @@
 """Run configurations (``configs/*.yaml``) and the parameters each notebook receives from them.
 
 A config holds a ``name``, ``parameters`` common to all notebooks and optional per-notebook sections under
-``notebooks``; command-line overrides come last. Each notebook only receives the names its ``parameters``
-cell declares, and a name that no notebook declares is an error (a typo must not be silently ignored), as is
-a value whose type does not fit the declared default (caught before any notebook starts).
+``notebooks``; command-line overrides come last. ``extends: OTHER.yaml`` starts from another config (its
+values, overridden key by key); ``members`` lists training variants (overrides of the ``02-train`` section)
+that ``bench/accuracy.py`` trains and averages as one ensemble. Each notebook only receives the names its
+``parameters`` cell declares, and a name that no notebook declares is an error (a typo must not be silently
+ignored), as is a value whose type does not fit the declared default (caught before any notebook starts).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import yaml
 from helpers.core import config
 from helpers.core.errors import SkinLesionError
 
-CONFIG_KEYS = frozenset({"name", "parameters", "notebooks"})
+CONFIG_KEYS = frozenset({"name", "parameters", "notebooks", "extends", "members"})
 REAL_DATA_CONFIG = "ham10000"
 DEMO_CONFIG = "demo"
 """The configurations ``skinlesion run`` uses by default: for the real HAM10000, and without it."""
@@ -55,6 +57,8 @@ class RunConfig:
     path: Path
     parameters: dict[str, object] = field(default_factory=dict)
     notebooks: dict[str, dict[str, object]] = field(default_factory=dict)
+    members: list[dict[str, object]] = field(default_factory=list)
+    """Training variants trained and averaged as one ensemble (``bench/accuracy.py``); empty: one model."""
 
 
 def default_config_file() -> Path:
@@ -63,8 +67,9 @@ def default_config_file() -> Path:
     return config.CONFIGS_DIR / f"{name}.yaml"
 
 
-def load_run_config(path: str | Path) -> RunConfig:
-    """Read and validate a run configuration YAML file (name, parameters, notebooks sections)."""
+def load_run_config(path: str | Path, _extended_by: tuple[Path, ...] = ()) -> RunConfig:
+    """Read and validate a run configuration YAML file (name, parameters, notebooks sections; ``extends``
+    another config; ``members`` of an ensemble)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(
@@ -83,13 +88,49 @@ def load_run_config(path: str | Path) -> RunConfig:
         raise ConfigError(
             f"Config file {path} needs a 'name' made of letters, digits, '_' or '-' (got {name!r})"
         )
+    base = _base_config(content.get("extends"), path, _extended_by)
     parameters = _literal_parameters(content.get("parameters") or {}, f"{path}: parameters", path)
     sections = _require_mapping(content.get("notebooks") or {}, f"{path}: notebooks", path)
     notebooks = {
         str(stem): _literal_parameters(values or {}, f"{path}: notebooks.{stem}", path)
         for stem, values in sections.items()
     }
-    return RunConfig(name=name, path=path, parameters=parameters, notebooks=notebooks)
+    members = _members(content.get("members"), path)
+    if base is not None:
+        parameters = {**base.parameters, **parameters}
+        notebooks = {
+            stem: {**base.notebooks.get(stem, {}), **notebooks.get(stem, {})}
+            for stem in {**base.notebooks, **notebooks}
+        }
+        members = members or base.members
+    return RunConfig(name=name, path=path, parameters=parameters, notebooks=notebooks, members=members)
+
+
+def _base_config(extends: object, path: Path, extended_by: tuple[Path, ...]) -> RunConfig | None:
+    """The config that ``path`` extends (a file name relative to ``path``'s folder), or None."""
+    if extends is None:
+        return None
+    if not isinstance(extends, str):
+        raise ConfigError(f"{path}: 'extends' must name a config file, e.g. extends: recipe_cpu.yaml")
+    base = (path.parent / extends).resolve()
+    if base in (*extended_by, path.resolve()):
+        raise ConfigError(f"{path}: 'extends: {extends}' makes a cycle of configs; remove one 'extends'")
+    return load_run_config(base, (*extended_by, path.resolve()))
+
+
+def _members(values: object, path: Path) -> list[dict[str, object]]:
+    """The ensemble members: a list of (possibly empty) mappings of training overrides, at least two."""
+    if values is None:
+        return []
+    if not isinstance(values, list) or len(values) < 2:
+        raise ConfigError(
+            f"{path}: 'members' must list at least two training variants (overrides of notebooks.02-train), "
+            "e.g. [{}, {img_size: [225, 300]}]"
+        )
+    return [
+        _literal_parameters(value or {}, f"{path}: members[{index}]", path)
+        for index, value in enumerate(values)
+    ]
 
 
 def parse_literal(text: str) -> object:
