@@ -423,8 +423,9 @@ def write_figures(record: dict, folder: Path) -> list[Path]:
     """The training curves of each trained model and a confusion matrix per TTA-scored set, as SVG in
     ``folder``."""
     apply_style()
-    stem = f"{record['name']}{'_release' if record.get('release_of') else ''}"
-    if "train_wall_time_s" not in record:  # --score: no training
+    if "train_wall_time_s" in record:
+        stem = f"{record['name']}{'_release' if record['release_of'] else ''}"
+    else:  # --score: no training
         stem = Path(record["checkpoint"]).stem
     trainings = record.get("members") or ([record] if "history" in record else [])
     paths = []

@@ -123,9 +123,13 @@ def _check_score(accuracy, trained: Path, tmp_path: Path) -> None:
     )
     output = tmp_path / "score.json"
     argv = ["--data", "demo", "--score", str(trained), "--against", str(untrained), "--n-bootstrap", "20"]
+    figures = tmp_path / "score_figures"
+    argv += ["--figures", str(figures)]
     accuracy.main(argv + ["--output", str(output), "--tracking", str(tmp_path / "Tracking.md")])
     record = json.loads(output.read_text())
     assert "history" not in record and set(record["paired_difference"]) == {"internal", "internal_tta"}
+    drawn = [path.name for path in figures.iterdir()]  # no curves without training: the confusion matrix
+    assert drawn == [f"{trained.stem}_internal_tta_confusion_matrix.svg"]
     ours, theirs = record["metrics"]["internal"], record["against_metrics"]["internal"]
     difference = record["paired_difference"]["internal"]["balanced_accuracy"]
     assert difference[0] == pytest.approx(ours["balanced_accuracy"][0] - theirs["balanced_accuracy"][0])
