@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import time
-from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -62,7 +61,7 @@ from helpers.plots.training import plot_training_curves
 from helpers.runs import append_run, run_label
 from helpers.runs.params import ConfigError, load_run_config, parse_literal
 from helpers.training import TrainConfig, TrainResult, config_from_notebook, train
-from helpers.training.settings import NOTEBOOK_NAMES, TRACKED_PARAMS
+from helpers.training.settings import TRACKED_PARAMS, TRAINING_NAMES
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_RECIPE = config.CONFIGS_DIR / "recipe_cpu.yaml"
@@ -93,11 +92,10 @@ def recipe_parameters(recipe: Path, overrides: list[tuple[str, str]]) -> tuple[s
     run_config = load_run_config(recipe)
     training = dict(run_config.notebooks.get(TRAINING_SECTION, {}))
     parsed = {name: parse_literal(value) for name, value in overrides}
-    known = {field.name for field in fields(TrainConfig)} | set(NOTEBOOK_NAMES)
     for where, names in [("--set", parsed), *((f"{recipe}: members", m) for m in run_config.members)]:
-        if unknown := sorted(set(names) - known):
+        if unknown := sorted(set(names) - TRAINING_NAMES):
             raise ConfigError(
-                f"{where}: {unknown} are no training parameters (typo?); known: {sorted(known)}"
+                f"{where}: {unknown} are no training parameters (typo?); known: {sorted(TRAINING_NAMES)}"
             )
     members = [{**training, **member, **parsed} for member in run_config.members or [{}]]
     return run_config.name, dict(run_config.parameters), members
@@ -383,7 +381,7 @@ def main(argv: list[str] | None = None) -> Path:
             f"{key:>13}: minus {record['against']}: "
             + "  ".join(f"{metric} {_text(value)}" for metric, value in differences.items())
         )
-    for training in record.get("members") or ([record] if "train_wall_time_s" in record else []):
+    for training in trained_models(record):
         print(
             f"training {training['train_wall_time_s']:.0f} s, {training['train_images_per_s']:.1f} images/s"
         )
@@ -419,6 +417,11 @@ def free_path(path: Path) -> Path:
     return candidate
 
 
+def trained_models(record: dict) -> list[dict]:
+    """The training records in an accuracy record: its members', its own, or none (--score)."""
+    return record.get("members") or ([record] if "history" in record else [])
+
+
 def write_figures(record: dict, folder: Path) -> list[Path]:
     """The training curves of each trained model and a confusion matrix per TTA-scored set, as SVG in
     ``folder``."""
@@ -427,7 +430,7 @@ def write_figures(record: dict, folder: Path) -> list[Path]:
         stem = f"{record['name']}{'_release' if record['release_of'] else ''}"
     else:  # --score: no training
         stem = Path(record["checkpoint"]).stem
-    trainings = record.get("members") or ([record] if "history" in record else [])
+    trainings = trained_models(record)
     paths = []
     for index, training in enumerate(trainings, start=1):
         curves_stem = stem if len(trainings) == 1 else f"{stem}_member{index}"

@@ -132,6 +132,16 @@ def test_unknown_override_is_rejected_before_running(notebooks, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_config_with_ensemble_members_is_refused_before_running(notebooks, tmp_path):
+    """The notebooks train one model: run with an ensemble config they would pass for the ensemble's run."""
+    config_file = _write_config(tmp_path / "cfg.yaml", {"name": "unit", "members": [{}, {"seed": 7}]})
+    with pytest.raises(ConfigError, match=r"lists ensemble members.*\nFix: uv run python bench/accuracy.py"):
+        run_notebooks(
+            ["01"], config_file=config_file, overrides={}, runs_dir=tmp_path / "runs", notebooks_dir=notebooks
+        )
+    assert not (tmp_path / "runs").exists()
+
+
 def _declared() -> dict[str, dict[str, object]]:
     return {"01-a": {"config_name": "", "x": 1}, "02-b": {"x": 1, "y": 2}}
 

@@ -21,6 +21,7 @@ from helpers.core import config
 from helpers.core.atomic import atomic_write_text
 from helpers.core.errors import SkinLesionError
 from helpers.runs.params import (
+    ConfigError,
     RunConfig,
     declared_parameters,
     default_config_file,
@@ -67,6 +68,12 @@ def run_notebooks(
     """Execute the selected notebooks in order with merged parameters; return the run folder of the copies."""
     paths = select_notebooks(notebooks, notebooks_dir)
     run_config = load_run_config(config_file or _announce_default_config())
+    if run_config.members:  # the notebooks would train one model and look like the ensemble's run
+        raise ConfigError(
+            f"{run_config.path} lists ensemble members, which only bench/accuracy.py trains.\n"
+            f"Fix: uv run python bench/accuracy.py --config {run_config.path}, or run the notebooks with the "
+            "config it extends."
+        )
     declared = {p.stem: declared_parameters(p) for p in {*numbered_notebooks(notebooks_dir), *paths}}
     plan = plan_parameters(run_config, declared, overrides, [p.stem for p in paths])
     run_dir = _new_run_dir(Path(runs_dir), run_config.name)

@@ -250,6 +250,10 @@ class TrainConfig:
         return Path(value) if value is not None else default
 
 
+TRAINING_NAMES = frozenset({field.name for field in fields(TrainConfig)} | set(NOTEBOOK_NAMES))
+"""Every name that sets a TrainConfig field, its notebook spellings included: what an override may name."""
+
+
 def _with_suggestion(key: str, known: set[str]) -> str:
     """``'key'``, followed by the closest valid parameter name when one is close."""
     close = difflib.get_close_matches(key, known, n=1)
