@@ -51,9 +51,8 @@ from helpers.evaluation.operating_point import (
     load_operating_point,
     operating_point_path,
 )
-from helpers.evaluation.sets import trained_partitions
 from helpers.models import load_checkpoint
-from helpers.models.checkpoints import read_metadata
+from helpers.models.checkpoints import read_metadata, trained_partitions
 from helpers.models.ensemble import save_ensemble
 from helpers.plots import apply_style, save_figure
 from helpers.plots.evaluation import confusion_matrix_figure
@@ -219,6 +218,36 @@ def release_settings(training: dict, validation_run: dict) -> dict:
     }
 
 
+RELEASE_OWN_SETTINGS = frozenset(
+    {"train_partitions", "fine_tune_epochs", "run_name", "version", "time_budget_s", "resume", "tensorboard"}
+    | {"models_dir", "runs_dir", "cache_dir"}
+)
+"""The settings a release sets itself (or that only place its files); all others are its validation run's."""
+
+
+def check_release_matches(settings: TrainConfig, validation_run: dict, record_path: Path) -> None:
+    """ConfigError, before training, when the release would train with other settings than its validation
+    run (e.g. a --set of the validation run not repeated): its epochs and operating point would not fit."""
+    recorded = {**TrainConfig().to_params(), **validation_run["config"]}
+    current = settings.to_params()
+    compared = [name for name in current if name not in RELEASE_OWN_SETTINGS]
+    differ = [
+        f"{name} {current[name]!r} (validation run: {recorded[name]!r})"
+        for name in compared
+        if _setting(name, current[name]) != _setting(name, recorded[name])
+    ]
+    if differ:
+        raise ConfigError(
+            f"The release would train with other settings than its validation run {record_path}: "
+            f"{'; '.join(differ)}.\nFix: repeat the validation run's --set options for these settings."
+        )
+
+
+def _setting(name: str, value: object) -> object:
+    """A setting as compared across machines: a weights file by its name (the shared folder may move)."""
+    return Path(value).name if name == "weights" and isinstance(value, str) and "/" in value else value
+
+
 def publish_release(checkpoint: Path, validation_checkpoint: Path, name: str) -> Path:
     """Move the all-data checkpoint to ``models/release/<name>.h5`` with its sidecar and the validation
     run's operating point (fitted on validation images the released model has since trained on)."""
@@ -244,6 +273,9 @@ def run(args: argparse.Namespace) -> dict:
     if validation_run is not None:
         members = [release_settings(members[0], validation_run)]
     source = resolve_data_root(args.data or data_params.get("data_root", "auto"))
+    if validation_run is not None:
+        release = config_from_notebook(members[0], label=name, source=source)
+        check_release_matches(release, validation_run, args.release)
     frame, split_file = split_dataset(
         source,
         data_params.get("split_name", "lesion_seed42"),

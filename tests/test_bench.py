@@ -96,6 +96,10 @@ def _check_release(accuracy, overrides, validation_output, tmp_path, monkeypatch
     output = tmp_path / "release.json"
     argv = ["--data", "demo", "--budget-minutes", "1", "--output", str(output), "--tracking"]
     argv += [str(tmp_path / "Tracking.md"), "--release", str(validation_output), "--name", "variant"]
+    forgotten = {name: value for name, value in overrides.items() if name != "img_size"}
+    with pytest.raises(ConfigError, match=r"(?s)input_size \[150, 200\] \(validation run: \[32, 32\]\).*Fix"):
+        accuracy.main(argv + [item for pair in forgotten.items() for item in ("--set", *pair)])
+    assert not output.exists()  # refused before training
     accuracy.main(argv + [item for pair in overrides.items() for item in ("--set", *pair)])
     record = json.loads(output.read_text())
     released = Path(record["checkpoint"])

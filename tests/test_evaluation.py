@@ -28,12 +28,13 @@ from helpers.evaluation.evaluate import (
     paired_difference,
     prediction_table,
 )
-from helpers.evaluation.inference import predict_images, predict_probabilities
+from helpers.evaluation.inference import predict_images
 from helpers.evaluation.metrics import balanced_accuracy, bootstrap_ci, malignant_probability
 from helpers.evaluation.operating_point import load_operating_point, operating_point_path
 from helpers.evaluation.sets import checkpoint_partitions, evaluation_set, partition
 from helpers.models.build import build_model
 from helpers.models.checkpoints import save_checkpoint
+from helpers.models.predict import predict_probabilities
 
 IMAGE_SIZE = (48, 64)
 MODEL_SIZE = (32, 40)

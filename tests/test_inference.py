@@ -11,14 +11,9 @@ from builders import damage_jpeg_middle, flip_sensitive_model, write_noise_image
 
 from helpers.core.errors import DataError
 from helpers.data.pipeline import load_image_array
-from helpers.evaluation.inference import (
-    class_probabilities,
-    model_input_size,
-    predict_batch,
-    predict_probabilities,
-    read_for_model,
-)
+from helpers.evaluation.inference import read_for_model
 from helpers.models.build import build_model
+from helpers.models.predict import class_probabilities, model_input_size, predict_batch, predict_probabilities
 
 IMAGE_SIZE = (48, 64)
 

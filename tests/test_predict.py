@@ -23,10 +23,11 @@ from helpers.core import config
 from helpers.core.errors import CheckpointError, DataError
 from helpers.data.pipeline import load_image_array
 from helpers.evaluation.calibration import calibrate
-from helpers.evaluation.inference import predict_batch, predict_images, probability_column
+from helpers.evaluation.inference import predict_images, probability_column
 from helpers.evaluation.metrics import malignant_probability
 from helpers.evaluation.operating_point import operating_point_path
 from helpers.models.checkpoints import load_checkpoint
+from helpers.models.predict import predict_batch
 
 SIZE = (32, 40)
 GOOD = ("a.jpg", "b.png", "sub/c.jpg")

@@ -19,7 +19,7 @@ import numpy as np
 from helpers.core.config import BINARY_CLASS_NAMES, CLASS_DESCRIPTIONS
 from helpers.core.errors import SkinLesionError
 from helpers.core.extras import import_extra
-from helpers.evaluation.inference import class_probabilities, read_for_model, small_image_warning
+from helpers.evaluation.inference import read_for_model, small_image_warning
 from helpers.evaluation.metrics import malignant_probability
 from helpers.evaluation.operating_point import (
     corrected_probabilities,
@@ -28,6 +28,7 @@ from helpers.evaluation.operating_point import (
 )
 from helpers.explain.heatmaps import gradcam, overlay
 from helpers.models.checkpoints import checked_class_names, load_checkpoint, resolve_checkpoint
+from helpers.models.predict import class_probabilities
 
 if TYPE_CHECKING:
     import gradio

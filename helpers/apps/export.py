@@ -28,12 +28,12 @@ from helpers.core.atomic import atomic_path, atomic_write_bytes, remove_stale_te
 from helpers.core.errors import SkinLesionError
 from helpers.core.extras import import_extra
 from helpers.data.pipeline import load_image_array
-from helpers.evaluation.inference import class_probabilities
 from helpers.evaluation.metrics import balanced_accuracy
 from helpers.evaluation.operating_point import operating_point_path
 from helpers.evaluation.sets import class_labels, internal_partitions, partition
 from helpers.models.adopt import parity_images
 from helpers.models.checkpoints import checked_class_names, load_checkpoint, resolve_checkpoint, sidecar_path
+from helpers.models.predict import class_probabilities
 
 logger = logging.getLogger(__name__)
 

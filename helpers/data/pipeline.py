@@ -1,12 +1,12 @@
 """tf.data input pipeline: decode, resize, shuffle, class-balance, augment and batch skin-lesion images.
 
 Datasets yield ``(images, labels)``: images float32 in 0..255 of shape (B, H, W, 3) (models rescale them
-themselves); labels int32 class indices of shape (B,) for ``task="multiclass"`` (column ``label``) and
-float32 0/1 of shape (B,) for ``task="binary"`` (column ``malignant``; Keras matches it to a (B, 1)
-sigmoid output). Before any decoding, every file is checked (decoded once, a JPEG strictly: TensorFlow
-turns damaged JPEG data into a wrong image with a mere warning), and unusable files raise one
-:class:`DataError` listing them; a file that still fails inside a dataset raises TensorFlow's own error,
-while :func:`load_image_array` (and so ``cache=True``) names it in a DataError.
+themselves); labels int32 class indices of shape (B,) for ``task="multiclass"`` (column ``label``) and float32
+0/1 of shape (B,) for ``task="binary"`` (column ``malignant``; Keras matches it to a (B, 1) sigmoid output),
+or float32 (B, K) soft ``targets`` in their place (distillation). Before any decoding, every file is checked
+(decoded once, a JPEG strictly: TensorFlow turns damaged JPEG data into a wrong image with a mere warning),
+and unusable files raise one :class:`DataError` listing them; a file that still fails inside a dataset raises
+TensorFlow's own error, while :func:`load_image_array` (and so ``cache=True``) names it in a DataError.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def make_dataset(
     seed: int = 42,
     images: np.ndarray | None = None,
     augment_mode: str = "full",
+    targets: np.ndarray | None = None,
 ) -> tf.data.Dataset:
     """A batched, prefetched dataset of ``frame``'s images and labels (see the module docstring).
 
@@ -56,6 +57,8 @@ def make_dataset(
     with the frame; ``cache=True`` makes one with :func:`load_image_array` (decoding every file once, up
     front; 86 KB per image at 150x200, 0.9 GB for all of HAM10000) so epochs read memory, not files.
     ``augment`` applies :func:`augment_images` to each batch, with ``augment_mode`` (see AUGMENT_MODES).
+    ``targets`` (float (N, K), aligned with the frame) are yielded instead of the labels: soft targets for
+    distillation; balanced sampling still follows the labels.
     """
     if balanced and not training:
         raise ValueError("balanced sampling draws training batches endlessly: pass training=True with it")
@@ -65,7 +68,7 @@ def make_dataset(
     if images is None and cache:
         images = load_image_array(frame["image_path"], image_size)
     load_image = _image_loader(frame, image_size, images)
-    labels_tensor = tf.constant(labels)
+    labels_tensor = tf.constant(labels if targets is None else _checked_targets(targets, len(frame)))
     indices = balanced_indices(labels, seed) if balanced else _epoch_indices(len(frame), training, seed)
     dataset = indices.map(
         lambda index: (load_image(index), tf.gather(labels_tensor, index)),
@@ -84,6 +87,14 @@ def make_dataset(
     else:
         dataset = dataset.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=AUTOTUNE)
     return dataset.prefetch(AUTOTUNE)
+
+
+def _checked_targets(targets: np.ndarray, rows: int) -> np.ndarray:
+    """``targets`` as float32 (N, K) after checking they align with the frame's ``rows``."""
+    targets = np.asarray(targets, dtype=np.float32)
+    if targets.ndim != 2 or len(targets) != rows:
+        raise ValueError(f"targets must be (N, K) with N = {rows} frame rows, got shape {targets.shape}")
+    return targets
 
 
 def frame_labels(frame: pd.DataFrame, task: str) -> np.ndarray:

@@ -204,6 +204,17 @@ def _read_csv(path: Path, columns: Sequence[str], what: str) -> pd.DataFrame:
     return frame
 
 
+def same_split_file(first: str | Path | None, second: str | Path | None) -> bool:
+    """Whether two recorded split files are one split: the same path, or files with the same content (as in
+    two clones of the repository). An unrecorded (None) split is never the same as anything."""
+    if first is None or second is None:
+        return False
+    first, second = Path(first), Path(second)
+    if first.resolve() == second.resolve():
+        return True
+    return first.is_file() and second.is_file() and first.read_bytes() == second.read_bytes()
+
+
 def load_split(path: str | Path) -> pd.DataFrame:
     """Read a split CSV written by :func:`save_split`, checking its columns, partitions and image ids."""
     path = Path(path)

@@ -1,5 +1,5 @@
-"""Evaluation: running a checkpoint on images (``inference``), the metrics and their bootstrap intervals
-(``metrics``), calibration and the validation-fitted operating point (``calibration``,
+"""Evaluation: predicting new images with a checkpoint (``inference``), the metrics and their bootstrap
+intervals (``metrics``), calibration and the validation-fitted operating point (``calibration``,
 ``operating_point``), the sets a checkpoint is tested on (``sets``), and the one scoring path that
 notebook 04, ``skinlesion predict`` and the benchmarks share (``evaluate``). Imports ``core``, ``data``
 and ``models``."""
@@ -12,7 +12,7 @@ from helpers.evaluation.evaluate import (
     per_class_table,
     prediction_table,
 )
-from helpers.evaluation.inference import predict_images, predict_probabilities
+from helpers.evaluation.inference import predict_images
 from helpers.evaluation.metrics import compare_table
 from helpers.evaluation.sets import (
     EvaluationSet,
@@ -21,6 +21,7 @@ from helpers.evaluation.sets import (
     evaluation_set,
     partition,
 )
+from helpers.models.predict import predict_probabilities
 
 __all__ = [
     "EvaluationSet",

@@ -17,7 +17,6 @@ import pandas as pd
 from helpers.core import config
 from helpers.core.errors import CheckpointError, DataError
 from helpers.evaluation.calibration import calibrate, expected_calibration_error
-from helpers.evaluation.inference import predict_probabilities
 from helpers.evaluation.metrics import (
     balanced_accuracy,
     binary_metrics,
@@ -36,6 +35,7 @@ from helpers.evaluation.operating_point import (
 )
 from helpers.evaluation.sets import EvaluationSet, calibration_view, class_labels, diagnosis_labels
 from helpers.models.checkpoints import checked_class_names, load_checkpoint
+from helpers.models.predict import predict_probabilities
 
 
 def load_for_evaluation(checkpoint_paths: Sequence[str | Path]) -> list[tuple[keras.Model, dict[str, Any]]]:

@@ -1,16 +1,14 @@
-"""Run a classifier on image files: read them at the model's input size exactly as in training, predict in
-batches (optionally averaged over flips) and return class probabilities; for new images, one row each with
-the probabilities corrected by the checkpoint's operating point, P(malignant) and the decision.
+"""Predict new image files with a checkpoint: one row each with the probabilities (from
+:mod:`helpers.models.predict`) corrected by the checkpoint's operating point, P(malignant) and the decision.
 
-A sigmoid (N, 1) output is returned as the two columns [P(benign), P(malignant)], so every caller sees
-one probability per class of the checkpoint. An image that cannot be read (damaged JPEG data included) gets a
+A sigmoid (N, 1) output gives the two columns [P(benign), P(malignant)], so every caller sees one
+probability per class of the checkpoint. An image that cannot be read (damaged JPEG data included) gets a
 row with its error and NaN probabilities; the other images are still predicted. An image far smaller than
 the model input is predicted with a warning on its row.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,59 +21,15 @@ from tqdm.auto import tqdm
 from helpers.core.config import BINARY_CLASS_NAMES
 from helpers.core.errors import DataError
 from helpers.data.images import image_problem, image_size
-from helpers.data.pipeline import decode_and_resize, image_batches
+from helpers.data.pipeline import decode_and_resize
 from helpers.evaluation.metrics import malignant_probability
 from helpers.evaluation.operating_point import corrected_probabilities, saved_operating_point
 from helpers.models.checkpoints import checked_class_names, load_checkpoint
+from helpers.models.predict import predict_batch
 
 UPSCALE_WARNING = 2.0
 """An image enlarged more than this many times along a side to fit the model input gets a warning: the
 model then sees little more than blur, yet still answers with confidence."""
-
-
-def model_input_size(model: keras.Model) -> tuple[int, int]:
-    """(height, width) of the images ``model`` takes."""
-    height, width = model.inputs[0].shape[1:3]
-    return int(height), int(width)
-
-
-def class_probabilities(outputs: np.ndarray) -> np.ndarray:
-    """(N, K) class probabilities from model outputs; a sigmoid (N, 1) becomes [P(benign), P(malignant)]."""
-    outputs = np.asarray(outputs, dtype=float)
-    return np.column_stack([1 - outputs[:, 0], outputs[:, 0]]) if outputs.shape[1] == 1 else outputs
-
-
-def predict_batch(model: keras.Model, images: np.ndarray, *, tta: bool = False) -> np.ndarray:
-    """(B, K) class probabilities of a batch of 0..255 images; ``tta`` averages them over the identity,
-    horizontal flip and vertical flip of every image. ``predict_on_batch`` runs a compiled graph: about 4x
-    faster on a CPU than calling the model eagerly."""
-    images = np.asarray(images, dtype=np.float32)
-    views = [images, images[:, :, ::-1], images[:, ::-1]] if tta else [images]
-    return class_probabilities(np.mean([np.asarray(model.predict_on_batch(view)) for view in views], axis=0))
-
-
-def predict_probabilities(
-    model: keras.Model,
-    frame: pd.DataFrame,
-    *,
-    input_size: Sequence[int] | None = None,
-    batch_size: int = 32,
-    tta: bool = False,
-    progress: bool = True,
-) -> np.ndarray:
-    """(N, K) class probabilities for the frame's ``image_path`` files, resized to ``input_size``
-    (height, width; default the model's own); ``tta`` as in :func:`predict_batch`."""
-    if frame.empty:
-        raise DataError("there are no images to predict", fix="check the dataset folder and the partition")
-    size = model_input_size(model) if input_size is None else tuple(input_size)
-    batches = tqdm(
-        image_batches(frame["image_path"], size, batch_size),
-        total=math.ceil(len(frame) / batch_size),
-        desc="Predicting",
-        unit="batch",
-        disable=not progress,
-    )
-    return np.concatenate([predict_batch(model, images, tta=tta) for images in batches])
 
 
 def read_for_model(path: str | Path, input_size: Sequence[int]) -> np.ndarray:

@@ -26,7 +26,7 @@ from helpers.data.isic2018 import load_isic2018_test
 from helpers.data.source import resolve_data_root
 from helpers.data.splits import apply_split, load_split
 from helpers.evaluation.metrics import malignant_probability
-from helpers.models.checkpoints import checked_class_names
+from helpers.models.checkpoints import checked_class_names, trained_partitions
 
 EVAL_SETS: tuple[str, ...] = ("internal", "isic2018", "folder", "images")
 """Labelled sets first; ``images`` (a plain folder of images, no labels) can be explained, not scored."""
@@ -85,11 +85,6 @@ def evaluation_set(
         return EvaluationSet(load_image_folder(path), val, f"unlabelled images under {path}", synthetic)
     test, note = _unseen_folder_images(load_folder_dataset(path), internal)
     return EvaluationSet(test, val, f"folder set at {path} ({note})", synthetic)
-
-
-def trained_partitions(metadata: dict[str, Any]) -> list[str]:
-    """The partitions of its split a checkpoint was trained on (``train`` unless its sidecar says more)."""
-    return list(metadata.get("trained_on") or ["train"])
 
 
 def _check_held_out(metadata: dict[str, Any], name: str) -> None:

@@ -2,7 +2,7 @@
 masks.
 
 Images come from an evaluation set (:mod:`helpers.evaluation.sets`) and their probabilities from
-:func:`helpers.evaluation.inference.predict_probabilities`. Images are read at their original size; Grad-CAM
+:func:`helpers.models.predict.predict_probabilities`. Images are read at their original size; Grad-CAM
 and saliency maps are computed at the model's input size and upsampled to the image (see
 :mod:`helpers.explain.heatmaps`), so masks are compared at full resolution.
 """
@@ -23,9 +23,9 @@ from helpers.core import config
 from helpers.core.atomic import atomic_write_text
 from helpers.core.errors import DataError
 from helpers.data.images import read_image_rgb
-from helpers.evaluation.inference import class_probabilities
 from helpers.explain.heatmaps import ExplainError, gradcam, gradcam_batch, saliency_map
 from helpers.explain.localization import load_mask, localization_table, score_localization
+from helpers.models.predict import class_probabilities
 
 METHODS: tuple[str, ...] = ("gradcam", "saliency")
 METHOD_LABELS: dict[str, str] = {"gradcam": "Grad-CAM", "saliency": "Saliency"}

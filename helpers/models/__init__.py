@@ -1,5 +1,6 @@
-"""Models: building flat, self-contained classifiers (``build``) and reading and writing them as checkpoint
-files with a JSON sidecar (``checkpoints``). Imports only ``core``."""
+"""Models: building flat, self-contained classifiers (``build``), reading and writing them as checkpoint
+files with a JSON sidecar (``checkpoints``), averaging several as one (``ensemble``), opening Keras 2 files
+(``legacy``, ``adopt``) and running them on images (``predict``). Imports ``core`` and ``data``."""
 
 from helpers.models.build import ARCHITECTURES, build_model
 from helpers.models.checkpoints import (

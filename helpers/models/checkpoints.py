@@ -295,13 +295,18 @@ def _h5_files(models_dir: str | Path) -> list[Path]:
     return sorted(path for path in folder.glob(f"*{CHECKPOINT_SUFFIX}") if not path.name.startswith("."))
 
 
+def trained_partitions(metadata: dict[str, Any]) -> list[str]:
+    """The partitions of its split a checkpoint was trained on (``train`` unless its sidecar says more)."""
+    return list(metadata.get("trained_on") or ["train"])
+
+
 def best_checkpoint(models_dir: str | Path, task: str | None = None) -> Path:
     """The checkpoint whose sidecar records the highest ``val_metric`` (for ``task`` when given); checkpoints
     trained on their validation images have no held-out score and are never chosen."""
     scored = []
     for path in list_checkpoints(models_dir, task):
         metadata = read_metadata(path) or {}
-        held_out = "val" not in metadata.get("trained_on", ["train"])
+        held_out = "val" not in trained_partitions(metadata)
         if metadata.get("val_metric") is not None and held_out:
             scored.append((float(metadata["val_metric"]), path))
     if not scored:

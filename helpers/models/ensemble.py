@@ -11,7 +11,8 @@ import keras
 from keras import layers
 
 from helpers.core.errors import CheckpointError
-from helpers.models.checkpoints import load_checkpoint, save_checkpoint
+from helpers.data.splits import same_split_file
+from helpers.models.checkpoints import load_checkpoint, save_checkpoint, trained_partitions
 
 
 def ensemble_model(members: Sequence[keras.Model], name: str = "ensemble") -> keras.Model:
@@ -65,7 +66,7 @@ def _ensemble_metadata(members: Sequence[dict[str, Any]], input_size: Sequence[i
     """The ensemble's sidecar: the shared task facts, its input size, the union of the members' training
     partitions, and every member's own metadata."""
     first = members[0]
-    trained_on = sorted({part for member in members for part in member.get("trained_on", ["train"])})
+    trained_on = sorted({part for member in members for part in trained_partitions(member)})
     return {
         "task": first["task"],
         "class_names": first["class_names"],
@@ -82,7 +83,5 @@ def _ensemble_metadata(members: Sequence[dict[str, Any]], input_size: Sequence[i
 def _shared_split(split_files: Sequence[str | None]) -> str | None:
     """The members' split file when they all used the same split (the same path, or files with the same
     content, as in two clones of the repository); None when they differ, so no internal test is claimed."""
-    if None in split_files:
-        return None
-    contents = {Path(path).read_bytes() if Path(path).is_file() else path for path in split_files}
-    return split_files[0] if len(contents) == 1 else None
+    first = split_files[0]
+    return first if all(same_split_file(first, other) for other in split_files[1:]) else None

@@ -1,6 +1,7 @@
 """Training: the settings of a run (``settings``), the run itself in visible phases (``run``), what it
-minimises (``losses``), its callbacks (validation metric, best checkpoint, resume, progress) and the cached
-backbone features of frozen-backbone runs. Imports ``core``, ``data`` and ``models``."""
+minimises (``losses``), its callbacks (validation metric, best checkpoint, resume, progress), the cached
+backbone features of frozen-backbone runs and the soft targets of a teacher (``distill``). Imports ``core``,
+``data`` and ``models``."""
 
 from helpers.training.run import TrainingRun, TrainResult, train
 from helpers.training.settings import TrainConfig, config_from_notebook, learning_rates

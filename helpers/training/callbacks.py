@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from helpers.core.atomic import atomic_path, atomic_write_text
 from helpers.core.errors import CheckpointError, DataError, SkinLesionError
 from helpers.models.checkpoints import checkpoint_name, save_checkpoint, sidecar_path
+from helpers.training.losses import class_targets
 
 MONITORED_METRICS: dict[str, tuple[str, ...]] = {
     "multiclass": ("balanced_accuracy",),
@@ -48,7 +49,8 @@ def validation_score(metric: str, labels: np.ndarray, probabilities: np.ndarray)
 class BalancedAccuracy(keras.metrics.Metric):
     """Streaming balanced accuracy (mean per-class recall over the classes seen) for the training batches.
 
-    Sample weights (class weights) are ignored on purpose: the metric already weighs classes equally.
+    Sample weights (class weights) are ignored on purpose: the metric already weighs classes equally. Soft
+    targets (distillation) count as their most probable class: the true label (helpers.training.distill).
     """
 
     def __init__(self, num_classes: int = 7, name: str = "balanced_accuracy", **kwargs):
@@ -59,7 +61,8 @@ class BalancedAccuracy(keras.metrics.Metric):
         )
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        true = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"), self.num_classes)
+        labels = keras.ops.argmax(class_targets(y_true, self.num_classes), axis=-1)  # soft targets too
+        true = keras.ops.one_hot(labels, self.num_classes)
         predicted = keras.ops.one_hot(keras.ops.argmax(y_pred, axis=-1), self.num_classes)
         self.confusion.assign_add(keras.ops.matmul(keras.ops.transpose(true), predicted))
 

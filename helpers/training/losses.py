@@ -48,11 +48,12 @@ def _class_counts(labels: Sequence[int] | np.ndarray, num_classes: int) -> np.nd
     return np.bincount(values, minlength=num_classes).astype(np.float64)
 
 
-def task_loss(task: str, label_smoothing: float = 0.0) -> keras.losses.Loss:
-    """Cross-entropy on the pipeline's labels: sparse (multiclass), binary, or with label smoothing."""
+def task_loss(task: str, label_smoothing: float = 0.0, *, soft_targets: bool = False) -> keras.losses.Loss:
+    """Cross-entropy on the pipeline's labels: sparse (multiclass), binary, or with label smoothing;
+    ``soft_targets`` (distillation) takes integer labels and class-probability targets alike."""
     if task == "binary":
         return keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
-    if label_smoothing == 0:
+    if label_smoothing == 0 and not soft_targets:
         return keras.losses.SparseCategoricalCrossentropy()
     return SmoothedSparseCategoricalCrossentropy(len(TASK_CLASSES[task]), label_smoothing)
 
@@ -60,7 +61,8 @@ def task_loss(task: str, label_smoothing: float = 0.0) -> keras.losses.Loss:
 @keras.saving.register_keras_serializable(package="skinlesion")
 class SmoothedSparseCategoricalCrossentropy(keras.losses.Loss):
     """CategoricalCrossentropy with label smoothing on integer labels (one-hot encoded inside the loss), so
-    datasets, class weights and metrics keep the same integer labels with or without smoothing."""
+    datasets, class weights and metrics keep the same integer labels with or without smoothing; soft targets
+    (B, num_classes), as distillation feeds, are taken as they are (and smoothed alike)."""
 
     def __init__(
         self,
@@ -74,10 +76,9 @@ class SmoothedSparseCategoricalCrossentropy(keras.losses.Loss):
         self.label_smoothing = label_smoothing
 
     def call(self, y_true, y_pred):
-        one_hot = keras.ops.one_hot(
-            keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"), self.num_classes
+        return keras.losses.categorical_crossentropy(
+            class_targets(y_true, self.num_classes), y_pred, label_smoothing=self.label_smoothing
         )
-        return keras.losses.categorical_crossentropy(one_hot, y_pred, label_smoothing=self.label_smoothing)
 
     def get_config(self):
         return {
@@ -85,3 +86,11 @@ class SmoothedSparseCategoricalCrossentropy(keras.losses.Loss):
             "num_classes": self.num_classes,
             "label_smoothing": self.label_smoothing,
         }
+
+
+def class_targets(y_true, num_classes: int):
+    """(B, num_classes) targets: integer labels of shape (B,) or (B, 1) one-hot encoded, soft targets of shape
+    (B, num_classes) as they are (the shape is static, so this is decided once per traced graph)."""
+    if len(y_true.shape) == 2 and y_true.shape[-1] == num_classes and num_classes > 1:
+        return keras.ops.cast(y_true, "float32")
+    return keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"), num_classes)

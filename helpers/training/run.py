@@ -1,8 +1,9 @@
 """Train a classifier in up to two phases, checkpoint its best epoch, and resume interrupted runs.
 
-Phase 1 trains the head on the frozen backbone (from cached features when ``cache_features`` and no
-augmentation; from-scratch CNNs train end to end instead); phase 2 (``fine_tune_layers > 0``) unfreezes the
-top backbone layers (BatchNorm stays frozen) at ``fine_tune_lr``. Step by step, as notebook 02 does::
+Phase 1 trains the head on the frozen backbone (from cached features when ``cache_features``, without
+augmentation or distillation; from-scratch CNNs train end to end instead); phase 2 (``fine_tune_layers > 0``)
+unfreezes the top backbone layers (BatchNorm stays frozen) at ``fine_tune_lr``. Step by step, as notebook 02
+does::
 
     run = TrainingRun(config, frame, split_file=split_file)   # the model, the data, the resume state
     run.model.summary()
@@ -47,9 +48,10 @@ from helpers.training.callbacks import (
     restore_snapshot,
     training_metric,
 )
+from helpers.training.distill import distillation_targets, teacher_probabilities
 from helpers.training.feature_cache import cached_features, train_head_on_features
 from helpers.training.losses import class_weights
-from helpers.training.settings import MODEL_PARAMS, TrainConfig
+from helpers.training.settings import RESUME_PARAMS, TrainConfig
 
 
 class TrainingStopped(SkinLesionError):
@@ -126,7 +128,8 @@ class TrainingRun:
     ``model`` replaces the one ``config`` describes (e.g. another head): it must keep
     :func:`helpers.models.build_model`'s layer names ``features``, ``logits`` and ``probabilities`` (on
     several GPUs, build it inside ``distribution_strategy().scope()``). ``loss`` replaces the task's
-    cross-entropy (any Keras loss on the pipeline's integer or 0/1 labels).
+    cross-entropy (any Keras loss on the pipeline's integer or 0/1 labels; with ``distill_from``, on (B, K)
+    soft targets).
     """
 
     def __init__(
@@ -159,6 +162,7 @@ class TrainingRun:
         self.class_weight = class_weights(
             self.labels["train"], config.class_weighting, len(TASK_CLASSES[config.task])
         )
+        self.targets = self._distillation_targets()
         self.best = BestCheckpoint(
             self.state,
             monitor=config.monitored,
@@ -169,6 +173,20 @@ class TrainingRun:
             keep_last=config.keeps_last_epoch,
         )
         self._images: dict[str, np.ndarray] = {}
+
+    def _distillation_targets(self) -> np.ndarray | None:
+        """The training images' soft targets when ``distill_from`` names a teacher, else None (the labels)."""
+        config = self.config
+        if config.distill_from is None:
+            return None
+        teacher = teacher_probabilities(
+            config.distill_from,
+            self.frames["train"],
+            self.class_names,
+            split_file=self.split_file,
+            train_partitions=config.train_partitions,
+        )
+        return distillation_targets(self.labels["train"], teacher, config.distill_weight)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -261,7 +279,9 @@ class TrainingRun:
 
     def _head_phase(self) -> None:
         config = self.config
-        use_cache = config.cache_features and not config.augment and not config.from_scratch
+        use_cache = (
+            config.cache_features and not config.augment and not config.from_scratch and self.targets is None
+        )
         if not config.from_scratch:
             set_backbone_trainable(self.model, False)
         fitted = head_model(self.model) if use_cache else self.model
@@ -396,6 +416,7 @@ class TrainingRun:
             balanced=config.balanced_sampling,
             seed=config.seed,
             images=self._decoded("train"),
+            targets=self.targets,
         )
 
     def _fit_images(self, fitted: keras.Model, *, phase: int, end_epoch: int) -> None:
@@ -492,7 +513,8 @@ class TimeBudget(keras.callbacks.Callback):
 def _check_resumable(state: RunState, config: TrainConfig, resume_dir: Path) -> None:
     """Refuse to resume a run whose network differs from the saved one."""
     current = config.to_params()
-    changed = [key for key in MODEL_PARAMS if state.params.get(key) != current[key]]
+    defaults = TrainConfig().to_params()  # what a run saved before a parameter existed had
+    changed = [key for key in RESUME_PARAMS if state.params.get(key, defaults[key]) != current[key]]
     if changed:
         raise SkinLesionError(
             f"Cannot resume run {config.name!r}: {', '.join(changed)} differ from the interrupted run "

@@ -25,14 +25,25 @@ from helpers.data.source import DataSource
 from helpers.data.splits import PARTITIONS
 from helpers.models.build import ARCHITECTURES, build_model
 from helpers.training.callbacks import MONITORED_METRICS
+from helpers.training.distill import DISTILL_WEIGHT_RULE, valid_distill_weight
 from helpers.training.losses import CLASS_WEIGHT_MODES, task_loss
 
 _NUMBER_TYPES = {"float": float, "int": int, "int | None": int, "float | None": float}
 LR_SCHEDULES: tuple[str, ...] = ("plateau", "cosine")
 """``plateau``: halve the LR when the monitored metric stalls; ``cosine``: per step, warm each phase's LR up
 from a tenth over its first epoch, then decay it to 1% by its last (no plateau reduction)."""
-MODEL_PARAMS = ("task", "arch", "input_size", "weights", "dropout", "dense_units", "batch_norm")
-"""Parameters a resumed run must share with the interrupted one (they define the network)."""
+RESUME_PARAMS = (
+    "task",
+    "arch",
+    "input_size",
+    "weights",
+    "dropout",
+    "dense_units",
+    "batch_norm",
+    "distill_from",
+    "distill_weight",
+)
+"""Parameters a resumed run must share with the interrupted one: they define the network and its targets."""
 NOTEBOOK_NAMES: dict[str, str] = {"img_size": "input_size"}
 """Notebook parameter names that differ from the TrainConfig field they set."""
 TRACKED_PARAMS = (
@@ -49,6 +60,8 @@ TRACKED_PARAMS = (
     "augment_mode",
     "ema_momentum",
     "seed",
+    "distill_from",
+    "distill_weight",
 )
 """The settings a Tracking.md row shows for a training run."""
 
@@ -73,6 +86,10 @@ class TrainConfig:
     the from-scratch CNNs; not for a new head, whose average would lag behind its fast start); validation,
     selection and checkpoints then use the averaged weights, which smooths the epoch-to-epoch noise of a
     small validation set. A resumed run continues from them.
+    ``distill_from`` names a teacher checkpoint (e.g. an ensemble too large to release; a relative path from
+    the project root): every training image's target becomes ``(1 - distill_weight) * one_hot(label) +
+    distill_weight * teacher probabilities`` (:mod:`helpers.training.distill`; multiclass only, and the head
+    then trains on images, not cached features).
     """
 
     task: str = "multiclass"
@@ -110,6 +127,8 @@ class TrainConfig:
     max_images: int | None = None
     deterministic: bool = False
     train_partitions: tuple[str, ...] = ("train",)
+    distill_from: str | None = None
+    distill_weight: float = 0.4
 
     def __post_init__(self) -> None:
         self._coerce_numbers()
@@ -157,6 +176,11 @@ class TrainConfig:
                 f"train_partitions must include 'train' and name only {PARTITIONS}",
             ),
             (self.max_images is None or self.max_images >= 2, "max_images must be None or >= 2"),
+            (valid_distill_weight(self.distill_weight), DISTILL_WEIGHT_RULE),
+            (
+                self.distill_from is None or self.task == "multiclass",
+                "distill_from needs task 'multiclass' (the teacher's class probabilities are the targets)",
+            ),
             (
                 self.monitor_metric is None or self.monitor_metric in MONITORED_METRICS.get(self.task, ()),
                 f"monitor_metric for {self.task!r} must be one of {MONITORED_METRICS.get(self.task)}",
@@ -194,8 +218,9 @@ class TrainConfig:
         )
 
     def loss(self) -> keras.losses.Loss:
-        """The loss these settings describe: the task's cross-entropy, label-smoothed if asked."""
-        return task_loss(self.task, self.label_smoothing)
+        """The loss these settings describe: the task's cross-entropy, label-smoothed if asked, on soft
+        targets when distilling."""
+        return task_loss(self.task, self.label_smoothing, soft_targets=self.distill_from is not None)
 
     @property
     def keeps_last_epoch(self) -> bool:
@@ -271,17 +296,18 @@ def config_from_notebook(
     """The TrainConfig of a notebook's parameters: every name of ``namespace`` (the notebook's ``globals()``)
     that is a TrainConfig field (``img_size`` sets ``input_size``), then ``overrides``.
 
-    ``max_images=0`` means all images, ``$VARIABLES`` in a weights path are expanded (configs can name
-    ``${SKINLESION_SHARED}/...``), an empty ``run_name`` means ``{label}_{arch}_{task}`` (``label`` names
-    the run's outputs, see :func:`helpers.runs.run_label`; stable, so ``resume=True`` finds it), and demo
-    data gets its own models folder.
+    ``max_images=0`` means all images, ``$VARIABLES`` in the weights and distill_from paths are expanded
+    (configs can name ``${SKINLESION_SHARED}/...``), an empty ``run_name`` means ``{label}_{arch}_{task}``
+    (``label`` names the run's outputs, see :func:`helpers.runs.run_label`; stable, so ``resume=True`` finds
+    it), and demo data gets its own models folder.
     """
     known = {field.name for field in fields(TrainConfig)}
     values = {NOTEBOOK_NAMES.get(name, name): value for name, value in namespace.items()}
     values = {name: value for name, value in values.items() if name in known} | overrides
     values["max_images"] = values.get("max_images") or None
-    if isinstance(values.get("weights"), str):
-        values["weights"] = os.path.expandvars(values["weights"])
+    for path_name in ("weights", "distill_from"):
+        if isinstance(values.get(path_name), str):
+            values[path_name] = os.path.expandvars(values[path_name])
     if not values.get("run_name"):
         arch, task = values.get("arch", TrainConfig.arch), values.get("task", TrainConfig.task)
         values["run_name"] = f"{label}_{arch}_{task}"
