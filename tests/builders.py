@@ -22,6 +22,7 @@ from helpers.data.ham10000 import load_ham10000
 from helpers.data.isic2018 import DX_COLUMNS, GROUND_TRUTH_FILE
 from helpers.data.splits import make_lesion_split, save_split
 from helpers.evaluation.operating_point import operating_point_path, save_operating_point
+from helpers.training.settings import TrainConfig
 
 HAM_ROWS: list[tuple[str, ...]] = [
     ("HAM_1", "ISIC_0000001", "nv", "follow_up", "45.0", "male", "back"),
@@ -164,3 +165,18 @@ def leave_killed_write(target: Path, *, folder: bool = False) -> Path:
     subprocess.run([sys.executable, "-c", code, str(target)], check=False, timeout=60)
     (left,) = set(target.parent.glob(".*")) - before
     return left
+
+
+def tiny_train_config(folder: Path, **overrides: object) -> TrainConfig:
+    """A two-epoch light_cnn run at 64x64 from random weights, files under ``folder``: seconds on a CPU."""
+    params = {
+        "arch": "light_cnn",
+        "weights": None,
+        "input_size": (64, 64),
+        "epochs": 2,
+        "batch_size": 8,
+        "models_dir": str(folder / "models"),
+        "runs_dir": str(folder / "runs"),
+        "cache_dir": str(folder / "cache"),
+    }
+    return TrainConfig(**{**params, **overrides})

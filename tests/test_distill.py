@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+from builders import tiny_train_config
 
 from helpers.core import config
 from helpers.core.errors import CheckpointError, SkinLesionError
@@ -53,18 +54,8 @@ def teacher(frame, split_file, tmp_path_factory) -> Path:
 
 
 def tiny_config(folder, **overrides) -> TrainConfig:
-    params = {
-        "arch": "light_cnn",
-        "weights": None,
-        "input_size": SIZE,
-        "epochs": 1,
-        "batch_size": 8,
-        "label_smoothing": 0.1,
-        "models_dir": str(folder / "models"),
-        "runs_dir": str(folder / "runs"),
-        "cache_dir": str(folder / "cache"),
-    }
-    return TrainConfig(**{**params, **overrides})
+    """One epoch, label-smoothed as the recipe, at the students' input size."""
+    return tiny_train_config(folder, **{"input_size": SIZE, "epochs": 1, "label_smoothing": 0.1, **overrides})
 
 
 def test_targets_mix_the_label_and_the_teacher_and_keep_the_label_on_top(rng) -> None:

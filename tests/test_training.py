@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from builders import tiny_train_config as tiny_config
 from sklearn.metrics import balanced_accuracy_score
 
 from helpers.core.errors import CheckpointError, DataError, SkinLesionError
@@ -35,20 +36,6 @@ def frame(tmp_path_factory) -> pd.DataFrame:
     root = tmp_path_factory.mktemp("demo") / "HAM10000"
     make_demo_dataset(root, lesions_per_class=4, images_per_lesion=(1, 2), image_size=SIZE)
     return make_lesion_split(load_ham10000(root), val_fraction=0.3, test_fraction=0.1)
-
-
-def tiny_config(folder, **overrides) -> TrainConfig:
-    params = {
-        "arch": "light_cnn",
-        "weights": None,
-        "input_size": SIZE,
-        "epochs": 2,
-        "batch_size": 8,
-        "models_dir": str(folder / "models"),
-        "runs_dir": str(folder / "runs"),
-        "cache_dir": str(folder / "cache"),
-    }
-    return TrainConfig(**{**params, **overrides})
 
 
 class ValidationProbe(keras.callbacks.Callback):
