@@ -171,7 +171,7 @@ def test_a_teacher_of_another_task_is_refused_naming_it(frame, split_file, tmp_p
     binary = tiny_config(tmp_path / "teacher", task="binary", label_smoothing=0.0)
     teacher = train(binary, frame, split_file=split_file).checkpoint_path
     student = tiny_config(tmp_path / "student", distill_from=str(teacher))
-    with pytest.raises(CheckpointError, match=f"teacher {teacher} predicts"):
+    with pytest.raises(CheckpointError, match=f"teacher {teacher} was trained for task 'binary'"):
         TrainingRun(student, frame, split_file=split_file)
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 from helpers.core import config
 from helpers.core.errors import CheckpointError
 from helpers.data.splits import same_split_file
-from helpers.models.checkpoints import checked_class_names, load_checkpoint, read_metadata, trained_partitions
+from helpers.models.checkpoints import check_compatible, load_checkpoint, read_metadata, trained_partitions
 from helpers.models.predict import predict_probabilities
 
 DISTILL_WEIGHT_RULE = "distill_weight must be in (0, 0.5): the label stays each target's most probable class"
@@ -49,12 +49,7 @@ def teacher_probabilities(
             "classes nor the images it trained on are known.\nFix: distil from a checkpoint this project "
             "saved (bench/accuracy.py, notebook 02 or skinlesion ensemble)."
         )
-    teacher_classes = checked_class_names(metadata)
-    if tuple(teacher_classes) != tuple(class_names):
-        raise CheckpointError(
-            f"The teacher {path} predicts {list(teacher_classes)}, the student {list(class_names)}.\n"
-            "Fix: distil from a checkpoint of the same task (the 7 HAM10000 classes for multiclass)."
-        )
+    check_compatible({**metadata, "checkpoint": f"The teacher {path}"}, class_names=class_names)
     check_teacher_held_out(metadata, path, split_file, train_partitions)
     model, _ = load_checkpoint(path)
     return predict_probabilities(model, frame)

@@ -275,7 +275,9 @@ class TrainConfig:
         return Path(value) if value is not None else default
 
 
-TRAINING_NAMES = frozenset({field.name for field in fields(TrainConfig)} | set(NOTEBOOK_NAMES))
+FIELD_NAMES = frozenset(field.name for field in fields(TrainConfig))
+"""The TrainConfig fields: the names a parameter dict may set."""
+TRAINING_NAMES = FIELD_NAMES | set(NOTEBOOK_NAMES)
 """Every name that sets a TrainConfig field, its notebook spellings included: what an override may name."""
 
 
@@ -301,9 +303,8 @@ def config_from_notebook(
     (``label`` names the run's outputs, see :func:`helpers.runs.run_label`; stable, so ``resume=True`` finds
     it), and demo data gets its own models folder.
     """
-    known = {field.name for field in fields(TrainConfig)}
     values = {NOTEBOOK_NAMES.get(name, name): value for name, value in namespace.items()}
-    values = {name: value for name, value in values.items() if name in known} | overrides
+    values = {name: value for name, value in values.items() if name in FIELD_NAMES} | overrides
     values["max_images"] = values.get("max_images") or None
     for path_name in ("weights", "distill_from"):
         if isinstance(values.get(path_name), str):
