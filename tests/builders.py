@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from helpers.core import config
+from helpers.core.config import CLASS_NAMES, MALIGNANT_INDICES
 from helpers.data.demo import make_demo_dataset
 from helpers.data.ham10000 import load_ham10000
 from helpers.data.isic2018 import DX_COLUMNS, GROUND_TRUTH_FILE
@@ -48,6 +49,22 @@ def write_image_rgb(path: Path, image: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(encoded.tobytes())
     return path
+
+
+def colour_coded_frame(folder: Path, labels: Sequence[int], size: tuple[int, int] = (30, 40)) -> pd.DataFrame:
+    """One plain lossless PNG per label whose colour encodes its row and label (red = 5 * row + 3, green
+    100, blue = 200 - label), with the columns of a loaded dataset, so tests can tell which row a pixel
+    came from and that its label travelled with it."""
+    rows = []
+    for row, label in enumerate(labels):
+        rgb = np.full((*size, 3), (5 * row + 3, 100, 200 - label), dtype=np.uint8)
+        path = write_image_rgb(folder / f"img_{row}.png", rgb)
+        dx = CLASS_NAMES[label]
+        rows.append({"image_id": f"img_{row}", "image_path": str(path), "lesion_id": f"L{row}", "dx": dx})
+    frame = pd.DataFrame(rows)
+    frame["label"] = [int(label) for label in labels]
+    frame["malignant"] = frame["label"].isin(MALIGNANT_INDICES).astype(int)
+    return frame
 
 
 def noise_image(seed: int, size: tuple[int, int] = (16, 16)) -> np.ndarray:

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-from builders import damage_jpeg_middle, write_noise_image
+from builders import colour_coded_frame, damage_jpeg_middle, write_image_rgb, write_noise_image
 from PIL import Image
 
-from helpers.core.config import CLASS_NAMES, MALIGNANT_INDICES
+from helpers.core.config import CLASS_NAMES
 from helpers.core.errors import DataError
 from helpers.data import augment, pipeline
 from helpers.data.ham10000 import load_ham10000
@@ -20,28 +20,9 @@ from helpers.data.ham10000 import load_ham10000
 SIZE = (30, 40)
 
 
-def _write_rgb(path: Path, rgb: np.ndarray) -> str:
-    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    return str(path)
-
-
-def _frame(folder: Path, labels: list[int], size: tuple[int, int] = SIZE) -> pd.DataFrame:
-    """One lossless PNG per label, filled with a colour that encodes its row (red = 5 * row + 3)."""
-    rows = []
-    for row, label in enumerate(labels):
-        rgb = np.full((*size, 3), (5 * row + 3, 100, 200 - label), dtype=np.uint8)
-        path = _write_rgb(folder / f"img_{row}.png", rgb)
-        dx = CLASS_NAMES[label]
-        rows.append({"image_id": f"img_{row}", "image_path": path, "lesion_id": f"L{row}", "dx": dx})
-    frame = pd.DataFrame(rows)
-    frame["label"] = [int(label) for label in labels]
-    frame["malignant"] = frame["label"].isin(MALIGNANT_INDICES).astype(int)
-    return frame
-
-
 @pytest.fixture
 def frame(tmp_path: Path) -> pd.DataFrame:
-    return _frame(tmp_path, [i % len(CLASS_NAMES) for i in range(20)])
+    return colour_coded_frame(tmp_path, [i % len(CLASS_NAMES) for i in range(20)])
 
 
 def _collect(dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -83,7 +64,7 @@ def test_every_colour_mode_and_format_becomes_rgb(tmp_path: Path, mode: str) -> 
         Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=4).save(path)
         assert Image.open(path).mode == "P"
     else:
-        _write_rgb(path, rgb)
+        write_image_rgb(path, rgb)
     decoded = pipeline.load_image_array([path], SIZE, progress=False)[0]
     assert decoded.shape == (*SIZE, 3)
     assert np.abs(decoded.astype(int) - rgb).max() <= (40 if mode == "jpeg" else 1)
@@ -97,7 +78,7 @@ def test_resize_respects_height_and_width(
 ) -> None:
     rgb = np.zeros((*source, 3), dtype=np.uint8)
     rgb[: source[0] // 2] = 255
-    path = _write_rgb(tmp_path / "img.png", rgb)
+    path = str(write_image_rgb(tmp_path / "img.png", rgb))
     image = pipeline.load_image_array([path], target, progress=False)[0]
     assert image.shape == (*target, 3)
     assert image[: target[0] // 2 - 2].min() == 255 and image[target[0] // 2 + 2 :].max() == 0
@@ -167,7 +148,7 @@ def test_strong_augmentation_changes_white_balance_and_sharpness() -> None:
 
 def test_balanced_sampling_evens_out_classes(tmp_path: Path) -> None:
     labels = [5] * 180 + [4] * 40 + [3] * 20
-    frame = _frame(tmp_path, labels, size=(4, 4))
+    frame = colour_coded_frame(tmp_path, labels, size=(4, 4))
     dataset = pipeline.make_dataset(frame, image_size=(4, 4), batch_size=16, training=True, balanced=True)
     assert len(list(dataset)) == len(frame) // 16
     drawn = np.concatenate([_collect(dataset)[1] for _ in range(4)])

@@ -12,10 +12,15 @@ from helpers.evaluation.operating_point import (
     DEFAULT_STRENGTHS,
     apply_class_bias,
     class_frequencies,
-    corrected_probabilities,
     fit_prior_strength,
     prior_bias,
+    reported_probabilities,
+    tune_operating_point,
 )
+
+CLASSES = ("bcc", "nv", "mel")
+FOUR_CLASSES = ("mel", "nv", "df", "bcc")
+"""Malignant: mel and bcc (index 0 and 3); nv common, df rare."""
 
 
 def test_class_frequencies_are_smoothed_so_absent_classes_stay_positive() -> None:
@@ -72,10 +77,35 @@ def test_fit_prior_strength_leaves_a_perfect_model_alone() -> None:
     assert fit_prior_strength(labels, probs, class_frequencies(labels, 3)) == 0.0
 
 
-def test_corrected_probabilities_scale_the_temperature_then_add_the_bias() -> None:
+def test_reported_class_probabilities_scale_the_temperature_then_add_the_bias() -> None:
     probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
-    bias = [0.0, 0.2, 0.9]
-    np.testing.assert_allclose(
-        corrected_probabilities(probs, 1.8, bias), apply_class_bias(calibrate(probs, 1.8), bias)
-    )
-    np.testing.assert_allclose(corrected_probabilities(probs, 1.0, None), probs, atol=1e-9)
+    point = {"temperature": 1.8, "class_bias": [0.0, 0.2, 0.9]}
+    reported, _ = reported_probabilities(probs, point, CLASSES)
+    np.testing.assert_allclose(reported, apply_class_bias(calibrate(probs, 1.8), point["class_bias"]))
+    unchanged, _ = reported_probabilities(probs, {"temperature": 1.0, "class_bias": None}, CLASSES)
+    np.testing.assert_allclose(unchanged, probs, atol=1e-9)
+
+
+def test_p_malignant_is_summed_before_the_class_bias_which_would_reorder_images() -> None:
+    """Image 0 leans to the rare benign class, image 1 to the common one; with equal malignant shares the
+    bias (up for rare, down for common classes) would rank image 1 as more malignant than image 0."""
+    probs = np.array([[0.5, 0.0, 0.4, 0.1], [0.5, 0.4, 0.0, 0.1]]) + 1e-3
+    probs /= probs.sum(axis=1, keepdims=True)
+    point = {"temperature": 1.0, "class_bias": [0.0, -1.0, 1.0, 0.0]}
+    _, p_malignant = reported_probabilities(probs, point, FOUR_CLASSES)
+    np.testing.assert_allclose(p_malignant, probs[:, [0, 3]].sum(axis=1))
+    assert p_malignant[0] == pytest.approx(p_malignant[1])
+    _, after_bias = reported_probabilities(probs, point | {"malignant_after_bias": True}, FOUR_CLASSES)
+    assert after_bias[1] > after_bias[0] + 0.1
+
+
+def test_the_tuned_threshold_reaches_its_sensitivity_on_the_reported_p_malignant() -> None:
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 4, size=400)
+    logits = rng.normal(size=(400, 4)) + 1.5 * np.eye(4)[labels]
+    probs = softmax(logits, axis=1)
+    malignant = np.isin(labels, [0, 3]).astype(int)
+    point = tune_operating_point(labels, malignant, probs, FOUR_CLASSES, target_sensitivity=0.9)
+    _, p_malignant = reported_probabilities(probs, point, FOUR_CLASSES)
+    reached = (p_malignant[malignant == 1] >= point["threshold"]).mean()
+    assert reached == pytest.approx(point["val_metrics"]["sensitivity"]) and reached >= 0.9

@@ -88,7 +88,23 @@ def test_operating_point_round_trip(tmp_path: Path) -> None:
     assert record["val_metrics"] == {"sensitivity": 0.91, "confusion": [[3, 1], [0, 4]], "n": 8}
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
     saved = saved_operating_point(checkpoint)
-    assert saved == {"threshold": pytest.approx(0.25), "temperature": 1.7, "class_bias": [0.5, -0.5]}
+    assert saved == {
+        "threshold": pytest.approx(0.25), "temperature": 1.7, "class_bias": [0.5, -0.5],
+        "malignant_after_bias": False,
+    }  # fmt: skip
+
+
+def test_a_first_format_point_keeps_its_threshold_after_the_class_bias(tmp_path: Path) -> None:
+    """Files saved before P(malignant) moved ahead of the class bias fitted their threshold after it: they
+    are read, and applied, that way (the released model's file is one)."""
+    checkpoint = tmp_path / "model.keras"
+    path = save_operating_point(
+        operating_point_path(checkpoint), threshold=0.3, target_sensitivity=0.9, temperature=1.0,
+        val_metrics={}, checkpoint=checkpoint, class_bias=[0.1, -0.1],
+    )  # fmt: skip
+    assert json.loads(path.read_text())["format"] == "skinlesion-operating-point-v2"
+    path.write_text(path.read_text().replace("operating-point-v2", "operating-point-v1"))
+    assert saved_operating_point(checkpoint)["malignant_after_bias"] is True
 
 
 def test_operating_point_without_class_bias_reads_as_no_correction(tmp_path: Path) -> None:
@@ -112,7 +128,7 @@ def test_operating_point_with_a_broken_class_bias_is_refused(tmp_path: Path) -> 
 
 
 def test_saved_operating_point_defaults_without_a_file(tmp_path: Path) -> None:
-    default = {"threshold": 0.5, "temperature": 1.0, "class_bias": None}
+    default = {"threshold": 0.5, "temperature": 1.0, "class_bias": None, "malignant_after_bias": False}
     assert saved_operating_point(tmp_path / "model.keras") == default
     assert DEFAULT_THRESHOLD == 0.5
 

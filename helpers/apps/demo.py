@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -20,10 +20,9 @@ from helpers.core.config import BINARY_CLASS_NAMES, CLASS_DESCRIPTIONS
 from helpers.core.errors import SkinLesionError
 from helpers.core.extras import import_extra
 from helpers.evaluation.inference import read_for_model, small_image_warning
-from helpers.evaluation.metrics import malignant_probability
 from helpers.evaluation.operating_point import (
-    corrected_probabilities,
     operating_point_path,
+    reported_probabilities,
     saved_operating_point,
 )
 from helpers.explain.heatmaps import gradcam, overlay
@@ -49,9 +48,7 @@ class Classifier:
     model: keras.Model
     class_names: tuple[str, ...]
     input_size: tuple[int, int]
-    threshold: float
-    temperature: float
-    class_bias: list[float] | None
+    operating_point: dict[str, Any]
     tuned: bool
     name: str
 
@@ -71,14 +68,11 @@ class Diagnosis:
 def load_classifier(checkpoint: str | Path) -> Classifier:
     """Load a checkpoint and its saved operating point; CheckpointError if either is missing or broken."""
     model, metadata = load_checkpoint(checkpoint)
-    point = saved_operating_point(checkpoint)
     return Classifier(
         model=model,
         class_names=checked_class_names(metadata),
         input_size=tuple(metadata["input_size"]),
-        threshold=point["threshold"],
-        temperature=point["temperature"],
-        class_bias=point["class_bias"],
+        operating_point=saved_operating_point(checkpoint),
         tuned=operating_point_path(checkpoint).is_file(),
         name=Path(checkpoint).name,
     )
@@ -89,16 +83,16 @@ def diagnose(classifier: Classifier, image_path: str | Path) -> Diagnosis:
     DataError if the file is not a usable image."""
     image = read_for_model(image_path, classifier.input_size)
     heatmap, _, outputs = gradcam(classifier.model, image)
-    probs = corrected_probabilities(
-        class_probabilities(outputs[np.newaxis]), classifier.temperature, classifier.class_bias
+    probs, p_malignant = reported_probabilities(
+        class_probabilities(outputs[np.newaxis]), classifier.operating_point, classifier.class_names
     )
-    p_malignant = float(malignant_probability(probs, classifier.class_names)[0])
+    malignant = float(p_malignant[0])
     return Diagnosis(
         probabilities={
             _label(name): float(p) for name, p in zip(classifier.class_names, probs[0], strict=True)
         },
-        p_malignant=p_malignant,
-        decision=BINARY_CLASS_NAMES[int(p_malignant >= classifier.threshold)],
+        p_malignant=malignant,
+        decision=BINARY_CLASS_NAMES[int(malignant >= classifier.operating_point["threshold"])],
         overlay=overlay(image, heatmap),
         warning=small_image_warning(image_path, classifier.input_size),
     )
@@ -117,7 +111,7 @@ def decision_text(classifier: Classifier, diagnosis: Diagnosis) -> str:
     warning = f"\nWarning: {diagnosis.warning}." if diagnosis.warning else ""
     return (
         f"{diagnosis.decision.upper()}: P(malignant) {diagnosis.p_malignant:.3f} {relation} threshold "
-        f"{classifier.threshold:.3f} ({source}){warning}"
+        f"{classifier.operating_point['threshold']:.3f} ({source}){warning}"
     )
 
 

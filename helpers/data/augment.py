@@ -1,5 +1,6 @@
 """Training-time augmentation of image batches: flips, rotation and zoom (one affine warp) and colour
-jitter, each image drawn from a stateless seed so a run is repeatable.
+jitter, each image drawn from a stateless seed so a run is repeatable; and mixup, which blends image pairs
+and their targets alike.
 
 Lesions in dermoscopy have no up or down, so every flip and rotation is a valid view of the same lesion;
 colour jitter stands in for other cameras and lighting. Everything works on (B, H, W, 3) batches in 0..255.
@@ -170,3 +171,29 @@ def _random_blur(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     blurred = tf.image.resize(tf.image.resize(images, size // 2, method="area"), size, method="bilinear")
     weight = tf.clip_by_value(_uniform(seed, tf.shape(images)[:1], -1.0, 1.0), 0.0, 1.0)
     return images + weight[:, tf.newaxis, tf.newaxis, tf.newaxis] * (blurred - images)
+
+
+def mixup(
+    images: tf.Tensor, targets: tf.Tensor, seed: tf.Tensor, alpha: float
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Blend each image of a batch with a random partner of the same batch, and its target alike (mixup,
+    Zhang et al. 2018): a smoother decision boundary that relies less on any one image's pixels.
+
+    The weight per image is ``max(w, 1 - w)`` with ``w ~ Beta(alpha, alpha)``, so each image and its own
+    target stay dominant: a soft target's most probable class is still the image's label, which class
+    weights and the training metric follow. ``targets`` are float (B, K) class probabilities or (B,) 0/1.
+    """
+    partner_seed, weight_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
+    batch = tf.shape(images)[:1]
+    partners = tf.random.experimental.stateless_shuffle(tf.range(batch[0]), seed=partner_seed)
+    first, second = tf.unstack(tf.random.experimental.stateless_split(weight_seed, num=2))
+    draw_a = tf.random.stateless_gamma(batch, seed=first, alpha=alpha)
+    draw_b = tf.random.stateless_gamma(batch, seed=second, alpha=alpha)
+    weight = draw_a / tf.maximum(draw_a + draw_b, 1e-12)
+    weight = tf.maximum(weight, 1.0 - weight)
+
+    def blend(values: tf.Tensor) -> tf.Tensor:
+        shaped = tf.reshape(weight, [-1] + [1] * (len(values.shape) - 1))
+        return shaped * values + (1.0 - shaped) * tf.gather(values, partners)
+
+    return blend(images), blend(targets)

@@ -3,10 +3,11 @@
 Datasets yield ``(images, labels)``: images float32 in 0..255 of shape (B, H, W, 3) (models rescale them
 themselves); labels int32 class indices of shape (B,) for ``task="multiclass"`` (column ``label``) and float32
 0/1 of shape (B,) for ``task="binary"`` (column ``malignant``; Keras matches it to a (B, 1) sigmoid output),
-or float32 (B, K) soft ``targets`` in their place (distillation). Before any decoding, every file is checked
-(decoded once, a JPEG strictly: TensorFlow turns damaged JPEG data into a wrong image with a mere warning),
-and unusable files raise one :class:`DataError` listing them; a file that still fails inside a dataset raises
-TensorFlow's own error, while :func:`load_image_array` (and so ``cache=True``) names it in a DataError.
+or float32 (B, K) soft ``targets`` in their place (distillation), or blended float targets (mixup). Before
+any decoding, every file is checked (decoded once, a JPEG strictly: TensorFlow turns damaged JPEG data into a
+wrong image with a mere warning), and unusable files raise one :class:`DataError` listing them; a file that
+still fails inside a dataset raises TensorFlow's own error, while :func:`load_image_array` (and so
+``cache=True``) names it in a DataError.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from tqdm.auto import tqdm
 
 from helpers.core.config import CLASS_NAMES
 from helpers.core.errors import DataError
-from helpers.data.augment import AUGMENT_MODES, augment_images
+from helpers.data.augment import AUGMENT_MODES, augment_images, mixup
 from helpers.data.images import read_image_rgb
 from helpers.data.validation import format_listing, image_problems
 
@@ -48,6 +49,7 @@ def make_dataset(
     images: np.ndarray | None = None,
     augment_mode: str = "full",
     targets: np.ndarray | None = None,
+    mixup_alpha: float = 0.0,
 ) -> tf.data.Dataset:
     """A batched, prefetched dataset of ``frame``'s images and labels (see the module docstring).
 
@@ -58,10 +60,14 @@ def make_dataset(
     front; 86 KB per image at 150x200, 0.9 GB for all of HAM10000) so epochs read memory, not files.
     ``augment`` applies :func:`augment_images` to each batch, with ``augment_mode`` (see AUGMENT_MODES).
     ``targets`` (float (N, K), aligned with the frame) are yielded instead of the labels: soft targets for
-    distillation; balanced sampling still follows the labels.
+    distillation; balanced sampling still follows the labels. ``mixup_alpha > 0`` (training only) blends
+    every batch's images and targets by :func:`helpers.data.augment.mixup`, after augmentation: the targets
+    are then float, one-hot class probabilities (multiclass) or 0/1 (binary) before blending.
     """
     if balanced and not training:
         raise ValueError("balanced sampling draws training batches endlessly: pass training=True with it")
+    if mixup_alpha < 0 or (mixup_alpha and not training):
+        raise ValueError(f"mixup_alpha must be >= 0 and blends training batches only, got {mixup_alpha}")
     if augment_mode not in AUGMENT_MODES:
         raise ValueError(f"augment_mode must be one of {AUGMENT_MODES}, not {augment_mode!r}")
     labels = frame_labels(frame, task)
@@ -86,7 +92,26 @@ def make_dataset(
         )
     else:
         dataset = dataset.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=AUTOTUNE)
+    if mixup_alpha:
+        dataset = _mixed(dataset, task, mixup_alpha, seed)
     return dataset.prefetch(AUTOTUNE)
+
+
+def _mixed(dataset: tf.data.Dataset, task: str, alpha: float, seed: int) -> tf.data.Dataset:
+    """``dataset`` with every batch blended by :func:`helpers.data.augment.mixup` (own seed stream, so the
+    augmentation draws stay those of a run without mixup)."""
+
+    def as_targets(labels: tf.Tensor) -> tf.Tensor:
+        if task == "multiclass" and labels.dtype.is_integer:
+            return tf.one_hot(labels, len(CLASS_NAMES))
+        return tf.cast(labels, tf.float32)
+
+    seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip(dataset, seeds).map(
+        lambda batch, seed_pair: mixup(batch[0], as_targets(batch[1]), seed_pair, alpha),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=True,
+    )
 
 
 def _checked_targets(targets: np.ndarray, rows: int) -> np.ndarray:

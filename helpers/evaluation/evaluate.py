@@ -22,13 +22,12 @@ from helpers.evaluation.metrics import (
     binary_metrics,
     bootstrap_ci,
     macro_auc,
-    malignant_probability,
     multiclass_metrics,
     rank_auc,
 )
 from helpers.evaluation.operating_point import (
-    apply_class_bias,
     operating_point_path,
+    reported_probabilities,
     save_operating_point,
     saved_operating_point,
     tune_operating_point,
@@ -79,17 +78,18 @@ def _decision_balanced_accuracy(malignant: np.ndarray, p_malignant: np.ndarray, 
 def headline_intervals(
     frame: pd.DataFrame,
     probs: np.ndarray,
+    p_malignant: np.ndarray,
     class_names: Sequence[str],
     threshold: float,
     *,
     n_bootstrap: int = 1000,
     seed: int = 0,
 ) -> dict[str, tuple[float, float, float]]:
-    """95% bootstrap CIs, resampling lesions, of balanced accuracy and macro AUC (7-class, when the frame
-    has diagnoses; else balanced accuracy of the malignant decision) and of the malignant ROC-AUC."""
+    """95% bootstrap CIs, resampling lesions, of balanced accuracy and macro AUC of the class probabilities
+    ``probs`` (7-class, when the frame has diagnoses; else balanced accuracy of the malignant decision) and of
+    the ROC-AUC of ``p_malignant``."""
     options = {"n_boot": n_bootstrap, "seed": seed, "groups": frame["lesion_id"].to_numpy(), "progress": True}
     malignant = frame["malignant"].to_numpy(dtype=int)
-    p_malignant = malignant_probability(probs, class_names)
     labels = diagnosis_labels(frame, class_names)
     intervals = {"roc_auc": bootstrap_ci(rank_auc, malignant, p_malignant, **options)}
     if labels is not None:
@@ -185,9 +185,7 @@ def evaluate_checkpoint(
     point = _operating_point(metadata, evaluation_set.val, predict, class_names, target_sensitivity, save)
     test = evaluation_set.test
     raw = predict(test)
-    calibrated = calibrate(raw, point["temperature"])
-    probs = apply_class_bias(calibrated, point["class_bias"])  # = corrected_probabilities, keeping both steps
-    p_malignant = malignant_probability(probs, class_names)
+    probs, p_malignant = reported_probabilities(raw, point, class_names)
     labels = diagnosis_labels(test, class_names)
     result = {
         "checkpoint": metadata["checkpoint"],
@@ -198,9 +196,9 @@ def evaluate_checkpoint(
         "operating_point": point,
         "multiclass": None if labels is None else multiclass_metrics(labels, probs, class_names),
         "binary": binary_metrics(test["malignant"], p_malignant, point["threshold"]),
-        "calibration": calibration_summary(test, raw, calibrated, class_names, point["temperature"]),
+        "calibration": calibration_summary(test, raw, class_names, point["temperature"]),
         "intervals": headline_intervals(
-            test, probs, class_names, point["threshold"], n_bootstrap=n_bootstrap, seed=seed
+            test, probs, p_malignant, class_names, point["threshold"], n_bootstrap=n_bootstrap, seed=seed
         ),
     }
     result["summary"] = summary_metrics(result)
@@ -208,15 +206,11 @@ def evaluate_checkpoint(
 
 
 def calibration_summary(
-    frame: pd.DataFrame,
-    raw: np.ndarray,
-    calibrated: np.ndarray,
-    class_names: Sequence[str],
-    temperature: float,
+    frame: pd.DataFrame, raw: np.ndarray, class_names: Sequence[str], temperature: float
 ) -> dict[str, Any]:
     """ECE before and after temperature scaling, with the labels and probabilities it was measured on."""
     labels, before = calibration_view(frame, raw, class_names)
-    after = calibration_view(frame, calibrated, class_names)[1]
+    after = calibration_view(frame, calibrate(raw, temperature), class_names)[1]
     return {
         "labels": labels,
         "before": before,

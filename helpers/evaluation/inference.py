@@ -22,8 +22,7 @@ from helpers.core.config import BINARY_CLASS_NAMES
 from helpers.core.errors import DataError
 from helpers.data.images import image_problem, image_size
 from helpers.data.pipeline import decode_and_resize
-from helpers.evaluation.metrics import malignant_probability
-from helpers.evaluation.operating_point import corrected_probabilities, saved_operating_point
+from helpers.evaluation.operating_point import reported_probabilities, saved_operating_point
 from helpers.models.checkpoints import checked_class_names, load_checkpoint
 from helpers.models.predict import predict_batch
 
@@ -67,7 +66,8 @@ def predict_images(
     ("malignant"/"benign" at the saved threshold, else 0.5), error ("" when the image was fine) and warning
     ("" unless the image is far smaller than the model input, see :func:`small_image_warning`).
 
-    Probabilities are temperature-scaled and prior-corrected as saved in the operating point. A missing or
+    Probabilities and P(malignant) are those of the saved operating point
+    (:func:`~helpers.evaluation.operating_point.reported_probabilities`). A missing or
     foreign checkpoint raises :class:`~helpers.core.errors.CheckpointError`.
     """
     model, metadata = load_checkpoint(checkpoint)
@@ -110,23 +110,28 @@ def _predict_chunk(
             warnings[path] = small_image_warning(path, input_size)
         except DataError as error:
             errors[path] = str(error).splitlines()[0]
-    probs = {}
+    reported = {}
     if images:
         raw = predict_batch(model, np.stack(list(images.values())))
-        batch = corrected_probabilities(raw, point["temperature"], point["class_bias"])
-        probs = dict(zip(images, batch, strict=True))
+        probs, p_malignant = reported_probabilities(raw, point, class_names)
+        reported = dict(zip(images, zip(probs, p_malignant, strict=True), strict=True))
     return [
-        _row(path, probs.get(path), errors.get(path, ""), class_names, point["threshold"])
+        _row(path, reported.get(path), errors.get(path, ""), class_names, point["threshold"])
         | {"warning": warnings.get(path, "")}
         for path in paths
     ]
 
 
 def _row(
-    path: str, probs: np.ndarray | None, error: str, class_names: Sequence[str], threshold: float
+    path: str,
+    reported: tuple[np.ndarray, float] | None,
+    error: str,
+    class_names: Sequence[str],
+    threshold: float,
 ) -> dict:
-    """One output row but its warning; NaN probabilities and empty labels when the image failed."""
-    if probs is None:
+    """One output row but its warning, from the image's class probabilities and P(malignant); NaN
+    probabilities and empty labels when the image failed."""
+    if reported is None:
         values = dict.fromkeys(map(probability_column, class_names), np.nan)
         return {
             "path": path,
@@ -136,7 +141,7 @@ def _row(
             "decision": "",
             "error": error,
         }
-    p_malignant = float(malignant_probability(probs[np.newaxis], class_names)[0])
+    probs, p_malignant = reported[0], float(reported[1])
     return {
         "path": path,
         **dict(zip(map(probability_column, class_names), probs.tolist(), strict=True)),

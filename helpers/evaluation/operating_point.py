@@ -7,6 +7,12 @@ class's log-probability, one strength ``s`` chosen for balanced accuracy (class-
 under-predicts df, vasc and akiec; one parameter instead of seven free biases does not over-fit ~1,500
 validation images); and the P(malignant) threshold reaching a target sensitivity, so that test sensitivity
 is an honest estimate. Stored as JSON (``<checkpoint stem>.operating_point.json``).
+
+The class bias is a decision rule for the diagnosis (the arg-max over seven classes), not a probability
+model: P(malignant) is summed from the temperature-scaled probabilities before it. Shifting each benign
+class by its own bias re-ranked images by which benign class they resembled, and cost up to 0.015 malignant
+ROC-AUC on validation images and up to 0.024 on external ones (docs/results.md). Files in the first format
+(``skinlesion-operating-point-v1``) fitted their threshold after the bias, and are applied that way.
 """
 
 from __future__ import annotations
@@ -36,7 +42,9 @@ from helpers.evaluation.metrics import balanced_accuracy, check_labels, check_sc
 DEFAULT_THRESHOLD: float = 0.5
 """Threshold on P(malignant) used when no operating point was saved for a checkpoint."""
 
-OPERATING_POINT_FORMAT = "skinlesion-operating-point-v1"
+OPERATING_POINT_FORMAT = "skinlesion-operating-point-v2"
+MALIGNANT_AFTER_BIAS_FORMAT = "skinlesion-operating-point-v1"
+"""The earlier format, whose threshold applies to P(malignant) summed after the class bias; still read."""
 _REQUIRED_KEYS = ("format", "threshold", "target_sensitivity", "temperature", "checkpoint", "val_metrics")
 
 
@@ -119,11 +127,16 @@ def fit_prior_strength(
     return float(strengths[int(np.argmax(scores))])
 
 
-def corrected_probabilities(
-    probs: np.ndarray, temperature: float, class_bias: Sequence[float] | np.ndarray | None
-) -> np.ndarray:
-    """Probabilities as reported: temperature-scaled, then shifted by the validation-fitted class bias."""
-    return apply_class_bias(calibrate(probs, temperature), class_bias)
+def reported_probabilities(
+    probs: np.ndarray, point: dict[str, Any], class_names: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """What a checkpoint reports for model probabilities ``probs`` (N, K) under its operating ``point``: the
+    class probabilities (temperature-scaled, then shifted by the class bias: the diagnosis) and P(malignant)
+    (summed from the temperature-scaled ones; after the bias for points of the v1 format)."""
+    calibrated = calibrate(probs, point["temperature"])
+    corrected = apply_class_bias(calibrated, point["class_bias"])
+    malignant_source = corrected if point.get("malignant_after_bias") else calibrated
+    return corrected, malignant_probability(malignant_source, class_names)
 
 
 def tune_operating_point(
@@ -135,7 +148,7 @@ def tune_operating_point(
 ) -> dict[str, Any]:
     """Fit on validation data, in turn: the temperature, the prior-correction class bias (for balanced
     accuracy; class frequencies from the validation labels, as the split is stratified) and the P(malignant)
-    threshold reaching the target sensitivity on the resulting probabilities.
+    threshold reaching the target sensitivity (P(malignant) from the temperature-scaled probabilities).
 
     ``labels`` index ``class_names``; ``malignant`` is 0/1 per image.
     """
@@ -145,7 +158,7 @@ def tune_operating_point(
     strength = fit_prior_strength(labels, calibrated, frequencies)
     class_bias = prior_bias(frequencies, strength)
     adjusted = apply_class_bias(calibrated, class_bias)
-    p_malignant = malignant_probability(adjusted, class_names)
+    p_malignant = malignant_probability(calibrated, class_names)
     threshold = threshold_for_sensitivity(malignant, p_malignant, target_sensitivity)
     sensitivity, specificity = sensitivity_specificity(malignant, p_malignant, threshold)
     val_metrics = {
@@ -232,10 +245,9 @@ def load_operating_point(path: str | Path) -> dict:
         raise _bad_operating_point("operating point not found", path) from error
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise _bad_operating_point(f"operating point is not valid JSON ({error})", path) from error
-    if not isinstance(record, dict) or record.get("format") != OPERATING_POINT_FORMAT:
-        raise _bad_operating_point(
-            f"not an operating-point file (format is not {OPERATING_POINT_FORMAT})", path
-        )
+    formats = (OPERATING_POINT_FORMAT, MALIGNANT_AFTER_BIAS_FORMAT)
+    if not isinstance(record, dict) or record.get("format") not in formats:
+        raise _bad_operating_point(f"not an operating-point file (format is not one of {formats})", path)
     missing = [key for key in _REQUIRED_KEYS if key not in record]
     if missing:
         raise _bad_operating_point(f"operating point lacks {missing}", path)
@@ -247,14 +259,21 @@ def load_operating_point(path: str | Path) -> dict:
 
 
 def saved_operating_point(checkpoint_path: str | Path) -> dict[str, Any]:
-    """The saved threshold, temperature and class bias of a checkpoint, or :data:`DEFAULT_THRESHOLD`,
-    temperature 1 and no bias when none was saved (files from before the class bias have none)."""
+    """The saved threshold, temperature, class bias and whether the threshold applies after the bias (v1
+    files) of a checkpoint, or :data:`DEFAULT_THRESHOLD`, temperature 1 and no bias when none was saved
+    (files from before the class bias have none)."""
     path = operating_point_path(checkpoint_path)
     if not path.is_file():
-        return {"threshold": DEFAULT_THRESHOLD, "temperature": 1.0, "class_bias": None}
+        return {
+            "threshold": DEFAULT_THRESHOLD,
+            "temperature": 1.0,
+            "class_bias": None,
+            "malignant_after_bias": False,
+        }
     record = load_operating_point(path)
     return {
         "threshold": float(record["threshold"]),
         "temperature": float(record["temperature"]),
         "class_bias": record.get("class_bias"),
+        "malignant_after_bias": record["format"] == MALIGNANT_AFTER_BIAS_FORMAT,
     }

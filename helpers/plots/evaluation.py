@@ -60,11 +60,13 @@ def roc_figure(
     *,
     labels: Sequence[int] | np.ndarray | None = None,
     threshold: float | None = None,
+    p_malignant: np.ndarray | None = None,
     title: str = "ROC curves",
 ) -> Figure:
     """One-vs-rest ROC curve per class (when ``labels`` are given) beside the malignant-vs-benign ROC curve
-    of P(malignant), with the operating point at ``threshold`` marked."""
-    return _curves_figure("roc", probs, class_names, malignant, labels, threshold, title)
+    of ``p_malignant`` (as the evaluation reports it; default: summed from ``probs``), with the operating
+    point at ``threshold`` marked."""
+    return _curves_figure("roc", probs, class_names, malignant, labels, threshold, p_malignant, title)
 
 
 def pr_figure(
@@ -74,10 +76,11 @@ def pr_figure(
     *,
     labels: Sequence[int] | np.ndarray | None = None,
     threshold: float | None = None,
+    p_malignant: np.ndarray | None = None,
     title: str = "Precision-recall curves",
 ) -> Figure:
     """Precision-recall curves laid out as :func:`roc_figure`; the dotted line is a chance-level model."""
-    return _curves_figure("pr", probs, class_names, malignant, labels, threshold, title)
+    return _curves_figure("pr", probs, class_names, malignant, labels, threshold, p_malignant, title)
 
 
 def _curves_figure(
@@ -87,6 +90,7 @@ def _curves_figure(
     malignant: Sequence[int] | np.ndarray,
     labels: Sequence[int] | np.ndarray | None,
     threshold: float | None,
+    p_malignant: np.ndarray | None,
     title: str,
 ) -> Figure:
     per_class = labels is not None and len(class_names) > 2
@@ -96,7 +100,8 @@ def _curves_figure(
         for index, name in enumerate(class_names):
             _plot_curve(axes[0, 0], kind, labels == index, probs[:, index], name, CLASS_PALETTE.get(name))
         _finish_axes(axes[0, 0], kind, "one class vs the rest")
-    p_malignant = malignant_probability(probs, class_names)
+    if p_malignant is None:
+        p_malignant = malignant_probability(probs, class_names)
     malignant = np.asarray(malignant)
     _plot_curve(axes[0, -1], kind, malignant == 1, p_malignant, "P(malignant)", "black")
     if threshold is not None:

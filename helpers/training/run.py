@@ -1,9 +1,9 @@
 """Train a classifier in up to two phases, checkpoint its best epoch, and resume interrupted runs.
 
 Phase 1 trains the head on the frozen backbone (from cached features when ``cache_features``, without
-augmentation or distillation; from-scratch CNNs train end to end instead); phase 2 (``fine_tune_layers > 0``)
-unfreezes the top backbone layers (BatchNorm stays frozen) at ``fine_tune_lr``. Step by step, as notebook 02
-does::
+augmentation, distillation or mixup; from-scratch CNNs train end to end instead); phase 2
+(``fine_tune_layers > 0``) unfreezes the top backbone layers (BatchNorm stays frozen) at ``fine_tune_lr``.
+Step by step, as notebook 02 does::
 
     run = TrainingRun(config, frame, split_file=split_file)   # the model, the data, the resume state
     run.model.summary()
@@ -280,7 +280,10 @@ class TrainingRun:
     def _head_phase(self) -> None:
         config = self.config
         use_cache = (
-            config.cache_features and not config.augment and not config.from_scratch and self.targets is None
+            config.cache_features
+            and not config.augment
+            and not config.from_scratch
+            and not config.soft_targets
         )
         if not config.from_scratch:
             set_backbone_trainable(self.model, False)
@@ -417,6 +420,7 @@ class TrainingRun:
             seed=config.seed,
             images=self._decoded("train"),
             targets=self.targets,
+            mixup_alpha=config.mixup_alpha,
         )
 
     def _fit_images(self, fitted: keras.Model, *, phase: int, end_epoch: int) -> None:

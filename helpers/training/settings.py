@@ -42,6 +42,7 @@ RESUME_PARAMS = (
     "batch_norm",
     "distill_from",
     "distill_weight",
+    "mixup_alpha",
 )
 """Parameters a resumed run must share with the interrupted one: they define the network and its targets."""
 NOTEBOOK_NAMES: dict[str, str] = {"img_size": "input_size"}
@@ -62,6 +63,7 @@ TRACKED_PARAMS = (
     "seed",
     "distill_from",
     "distill_weight",
+    "mixup_alpha",
 )
 """The settings a Tracking.md row shows for a training run."""
 
@@ -90,6 +92,9 @@ class TrainConfig:
     the project root): every training image's target becomes ``(1 - distill_weight) * one_hot(label) +
     distill_weight * teacher probabilities`` (:mod:`helpers.training.distill`; multiclass only, and the head
     then trains on images, not cached features).
+    ``mixup_alpha > 0`` blends each training batch's images and targets in pairs, the weight of each
+    image's own drawn from ``Beta(alpha, alpha)`` folded to at least 0.5 (:func:`helpers.data.augment.mixup`;
+    the head then trains on images too).
     """
 
     task: str = "multiclass"
@@ -129,6 +134,7 @@ class TrainConfig:
     train_partitions: tuple[str, ...] = ("train",)
     distill_from: str | None = None
     distill_weight: float = 0.4
+    mixup_alpha: float = 0.0
 
     def __post_init__(self) -> None:
         self._coerce_numbers()
@@ -181,6 +187,7 @@ class TrainConfig:
                 self.distill_from is None or self.task == "multiclass",
                 "distill_from needs task 'multiclass' (the teacher's class probabilities are the targets)",
             ),
+            (self.mixup_alpha >= 0, "mixup_alpha must be >= 0 (0: no mixup)"),
             (
                 self.monitor_metric is None or self.monitor_metric in MONITORED_METRICS.get(self.task, ()),
                 f"monitor_metric for {self.task!r} must be one of {MONITORED_METRICS.get(self.task)}",
@@ -219,8 +226,13 @@ class TrainConfig:
 
     def loss(self) -> keras.losses.Loss:
         """The loss these settings describe: the task's cross-entropy, label-smoothed if asked, on soft
-        targets when distilling."""
-        return task_loss(self.task, self.label_smoothing, soft_targets=self.distill_from is not None)
+        targets when distilling or mixing."""
+        return task_loss(self.task, self.label_smoothing, soft_targets=self.soft_targets)
+
+    @property
+    def soft_targets(self) -> bool:
+        """True when training targets are class probabilities rather than labels (distillation, mixup)."""
+        return self.distill_from is not None or self.mixup_alpha > 0
 
     @property
     def keeps_last_epoch(self) -> bool:
