@@ -111,8 +111,11 @@ def split_demo_data(
     return root, split, save_split(split, split_file)
 
 
-def save_operating_point_beside(checkpoint: Path, *, threshold: float, temperature: float) -> Path:
-    """Save a checkpoint's operating point (target sensitivity 0.9, no validation metrics) beside it."""
+def save_operating_point_beside(
+    checkpoint: Path, *, threshold: float, temperature: float, **point: object
+) -> Path:
+    """Save a checkpoint's operating point (target sensitivity 0.9, no validation metrics) beside it;
+    ``point`` may add class_bias and malignant_after_bias."""
     return save_operating_point(
         operating_point_path(checkpoint),
         threshold=threshold,
@@ -120,6 +123,7 @@ def save_operating_point_beside(checkpoint: Path, *, threshold: float, temperatu
         temperature=temperature,
         val_metrics={},
         checkpoint=checkpoint,
+        **point,
     )
 
 

@@ -9,7 +9,7 @@ import pytest
 from builders import write_noise_image
 
 from helpers.core import config
-from helpers.evaluation.metrics import malignant_labels
+from helpers.evaluation.metrics import malignant_labels, malignant_probability
 from helpers.plots import evaluation as eval_plots
 from helpers.plots.style import has_title
 
@@ -42,12 +42,26 @@ def test_confusion_matrix_shows_counts_and_row_shares():
 
 @pytest.mark.parametrize("make", [eval_plots.roc_figure, eval_plots.pr_figure])
 def test_curves_per_class_and_malignant(make):
-    fig = make(PROBS, config.CLASS_NAMES, MALIGNANT, labels=LABELS, threshold=0.5, title="Curves")
+    p_malignant = malignant_probability(PROBS, config.CLASS_NAMES)
+    fig = make(
+        PROBS, config.CLASS_NAMES, MALIGNANT, labels=LABELS, threshold=0.5, p_malignant=p_malignant,
+        title="Curves",
+    )  # fmt: skip
     per_class, malignant = fig.axes
     assert has_title(fig) and _labelled(per_class) and _labelled(malignant)
     assert len(per_class.get_legend().get_texts()) == 7
     legend = [t.get_text() for t in malignant.get_legend().get_texts()]
     assert legend[0].startswith("P(malignant)") and legend[1] == "threshold 0.500"
+
+
+def test_the_malignant_curve_is_that_of_the_given_p_malignant_and_a_threshold_needs_it():
+    """P(malignant) as the evaluation reports it (before the class bias) may rank images otherwise than the
+    sum of the shown class probabilities: the curve must follow the given one."""
+    perfect = np.where(MALIGNANT == 1, 0.9, 0.1)
+    fig = eval_plots.roc_figure(PROBS, config.CLASS_NAMES, MALIGNANT, p_malignant=perfect)
+    assert "AUC 1.000" in fig.axes[0].get_legend().get_texts()[0].get_text()
+    with pytest.raises(ValueError, match="threshold needs the p_malignant"):
+        eval_plots.roc_figure(PROBS, config.CLASS_NAMES, MALIGNANT, threshold=0.5)
 
 
 def test_curves_without_diagnoses_show_only_malignant_vs_benign():

@@ -25,7 +25,7 @@ from helpers.data.pipeline import load_image_array
 from helpers.evaluation.calibration import calibrate
 from helpers.evaluation.inference import predict_images, probability_column
 from helpers.evaluation.metrics import malignant_probability
-from helpers.evaluation.operating_point import operating_point_path
+from helpers.evaluation.operating_point import apply_class_bias, operating_point_path
 from helpers.models.checkpoints import load_checkpoint
 from helpers.models.predict import predict_batch
 
@@ -90,6 +90,31 @@ def test_saved_threshold_and_temperature_are_applied(checkpoint, images):
         operating_point_path(checkpoint).unlink()
     np.testing.assert_allclose(table["p_malignant"], p_malignant, atol=1e-5)
     assert table["decision"].tolist() == np.where(p_malignant >= threshold, "malignant", "benign").tolist()
+
+
+@pytest.mark.parametrize("after_bias", [False, True])
+def test_p_malignant_is_summed_before_the_class_bias_unless_the_point_was_fitted_after_it(
+    checkpoint, images, after_bias: bool
+) -> None:
+    """The class columns carry the bias (the diagnosis); P(malignant) and the decision do not, except under a
+    v1 operating point, whose threshold was fitted on the sum after it."""
+    paths = [images / name for name in GOOD]
+    model, _ = load_checkpoint(checkpoint)
+    calibrated = calibrate(predict_batch(model, load_image_array(paths, SIZE, progress=False)), 0.05)
+    bias = np.linspace(-1.5, 1.5, len(config.CLASS_NAMES))
+    corrected = apply_class_bias(calibrated, bias)
+    save_operating_point_beside(
+        checkpoint, threshold=0.5, temperature=0.05, class_bias=bias.tolist(), malignant_after_bias=after_bias
+    )
+    try:
+        table = predict_images(checkpoint, paths, progress=False)
+    finally:
+        operating_point_path(checkpoint).unlink()
+    columns = [probability_column(name) for name in config.CLASS_NAMES]
+    np.testing.assert_allclose(table[columns].to_numpy(), corrected, atol=1e-5)
+    expected = malignant_probability(corrected if after_bias else calibrated)
+    assert np.abs(malignant_probability(corrected) - malignant_probability(calibrated)).max() > 1e-3
+    np.testing.assert_allclose(table["p_malignant"], expected, atol=1e-5)
 
 
 def test_command_writes_the_csv_and_reports_failures(checkpoint, images, tmp_path, capsys):

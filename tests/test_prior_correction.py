@@ -7,7 +7,7 @@ import pytest
 from scipy.special import softmax
 
 from helpers.evaluation.calibration import calibrate
-from helpers.evaluation.metrics import balanced_accuracy
+from helpers.evaluation.metrics import balanced_accuracy, malignant_probability
 from helpers.evaluation.operating_point import (
     DEFAULT_STRENGTHS,
     apply_class_bias,
@@ -15,6 +15,7 @@ from helpers.evaluation.operating_point import (
     fit_prior_strength,
     prior_bias,
     reported_probabilities,
+    threshold_for_sensitivity,
     tune_operating_point,
 )
 
@@ -79,10 +80,11 @@ def test_fit_prior_strength_leaves_a_perfect_model_alone() -> None:
 
 def test_reported_class_probabilities_scale_the_temperature_then_add_the_bias() -> None:
     probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
-    point = {"temperature": 1.8, "class_bias": [0.0, 0.2, 0.9]}
+    point = {"temperature": 1.8, "class_bias": [0.0, 0.2, 0.9], "malignant_after_bias": False}
     reported, _ = reported_probabilities(probs, point, CLASSES)
     np.testing.assert_allclose(reported, apply_class_bias(calibrate(probs, 1.8), point["class_bias"]))
-    unchanged, _ = reported_probabilities(probs, {"temperature": 1.0, "class_bias": None}, CLASSES)
+    no_correction = {"temperature": 1.0, "class_bias": None, "malignant_after_bias": False}
+    unchanged, _ = reported_probabilities(probs, no_correction, CLASSES)
     np.testing.assert_allclose(unchanged, probs, atol=1e-9)
 
 
@@ -91,7 +93,7 @@ def test_p_malignant_is_summed_before_the_class_bias_which_would_reorder_images(
     bias (up for rare, down for common classes) would rank image 1 as more malignant than image 0."""
     probs = np.array([[0.5, 0.0, 0.4, 0.1], [0.5, 0.4, 0.0, 0.1]]) + 1e-3
     probs /= probs.sum(axis=1, keepdims=True)
-    point = {"temperature": 1.0, "class_bias": [0.0, -1.0, 1.0, 0.0]}
+    point = {"temperature": 1.0, "class_bias": [0.0, -1.0, 1.0, 0.0], "malignant_after_bias": False}
     _, p_malignant = reported_probabilities(probs, point, FOUR_CLASSES)
     np.testing.assert_allclose(p_malignant, probs[:, [0, 3]].sum(axis=1))
     assert p_malignant[0] == pytest.approx(p_malignant[1])
@@ -99,13 +101,17 @@ def test_p_malignant_is_summed_before_the_class_bias_which_would_reorder_images(
     assert after_bias[1] > after_bias[0] + 0.1
 
 
-def test_the_tuned_threshold_reaches_its_sensitivity_on_the_reported_p_malignant() -> None:
+def test_the_threshold_is_tuned_on_p_malignant_before_the_fitted_class_bias() -> None:
+    """Imbalanced labels (nv common) give a non-zero bias; the threshold must be the one for P(malignant)
+    summed from the temperature-scaled probabilities, which is what reported_probabilities returns."""
     rng = np.random.default_rng(3)
-    labels = rng.integers(0, 4, size=400)
-    logits = rng.normal(size=(400, 4)) + 1.5 * np.eye(4)[labels]
+    labels = rng.choice(4, size=600, p=[0.15, 0.7, 0.05, 0.1])
+    logits = rng.normal(size=(600, 4)) + 1.2 * np.eye(4)[labels] + np.log([0.15, 0.7, 0.05, 0.1])
     probs = softmax(logits, axis=1)
     malignant = np.isin(labels, [0, 3]).astype(int)
     point = tune_operating_point(labels, malignant, probs, FOUR_CLASSES, target_sensitivity=0.9)
-    _, p_malignant = reported_probabilities(probs, point, FOUR_CLASSES)
-    reached = (p_malignant[malignant == 1] >= point["threshold"]).mean()
-    assert reached == pytest.approx(point["val_metrics"]["sensitivity"]) and reached >= 0.9
+    assert np.abs(point["class_bias"]).max() > 0.1 and point["malignant_after_bias"] is False
+    before_bias = malignant_probability(calibrate(probs, point["temperature"]), FOUR_CLASSES)
+    assert point["threshold"] == threshold_for_sensitivity(malignant, before_bias, 0.9)
+    _, reported = reported_probabilities(probs, point, FOUR_CLASSES)
+    np.testing.assert_allclose(reported, before_bias)

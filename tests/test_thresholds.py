@@ -11,6 +11,7 @@ import pytest
 from helpers.core.errors import CheckpointError
 from helpers.evaluation.operating_point import (
     DEFAULT_THRESHOLD,
+    copy_operating_point,
     load_operating_point,
     operating_point_path,
     save_operating_point,
@@ -94,17 +95,21 @@ def test_operating_point_round_trip(tmp_path: Path) -> None:
     }  # fmt: skip
 
 
-def test_a_first_format_point_keeps_its_threshold_after_the_class_bias(tmp_path: Path) -> None:
+def test_a_first_format_point_keeps_its_after_bias_threshold_also_when_copied(tmp_path: Path) -> None:
     """Files saved before P(malignant) moved ahead of the class bias fitted their threshold after it: they
-    are read, and applied, that way (the released model's file is one)."""
-    checkpoint = tmp_path / "model.keras"
+    are read, applied and copied (a release takes its validation run's point) that way."""
+    checkpoint, release = tmp_path / "model.keras", tmp_path / "release.keras"
+    options = {"threshold": 0.3, "target_sensitivity": 0.9, "temperature": 1.0, "val_metrics": {}}
     path = save_operating_point(
-        operating_point_path(checkpoint), threshold=0.3, target_sensitivity=0.9, temperature=1.0,
-        val_metrics={}, checkpoint=checkpoint, class_bias=[0.1, -0.1],
+        operating_point_path(checkpoint), checkpoint=checkpoint, class_bias=[0.1, -0.1],
+        malignant_after_bias=True, **options,
     )  # fmt: skip
-    assert json.loads(path.read_text())["format"] == "skinlesion-operating-point-v2"
-    path.write_text(path.read_text().replace("operating-point-v2", "operating-point-v1"))
+    assert json.loads(path.read_text())["format"] == "skinlesion-operating-point-v1"
     assert saved_operating_point(checkpoint)["malignant_after_bias"] is True
+    copy_operating_point(checkpoint, release)
+    assert saved_operating_point(release)["malignant_after_bias"] is True
+    save_operating_point(operating_point_path(checkpoint), checkpoint=checkpoint, **options)
+    assert saved_operating_point(checkpoint)["malignant_after_bias"] is False
 
 
 def test_operating_point_without_class_bias_reads_as_no_correction(tmp_path: Path) -> None:

@@ -55,7 +55,8 @@ class Classifier:
 
 @dataclass(frozen=True)
 class Diagnosis:
-    """One image's result: calibrated class probabilities, P(malignant), decision, Grad-CAM overlay and a
+    """One image's result: class probabilities and P(malignant) as the operating point reports them
+    (:func:`helpers.evaluation.operating_point.reported_probabilities`), decision, Grad-CAM overlay and a
     warning ("" unless the image is far smaller than the model input)."""
 
     probabilities: dict[str, float]

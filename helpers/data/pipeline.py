@@ -66,7 +66,7 @@ def make_dataset(
     """
     if balanced and not training:
         raise ValueError("balanced sampling draws training batches endlessly: pass training=True with it")
-    if mixup_alpha < 0 or (mixup_alpha and not training):
+    if not mixup_alpha >= 0 or (mixup_alpha and not training):
         raise ValueError(f"mixup_alpha must be >= 0 and blends training batches only, got {mixup_alpha}")
     if augment_mode not in AUGMENT_MODES:
         raise ValueError(f"augment_mode must be one of {AUGMENT_MODES}, not {augment_mode!r}")

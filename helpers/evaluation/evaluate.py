@@ -169,8 +169,9 @@ def evaluate_checkpoint(
     """Evaluate one checkpoint: multiclass and malignant-vs-benign metrics, lesion-level bootstrap CIs,
     the validation-tuned threshold, temperature and class bias (saved beside the checkpoint when ``save``).
 
-    Test metrics use the temperature-scaled, prior-corrected probabilities, i.e. what ``skinlesion predict``
-    reports; calibration (ECE) is measured on the temperature-scaled ones.
+    Test metrics use what ``skinlesion predict`` reports (:func:`reported_probabilities`): the diagnosis
+    metrics, macro AUC included, the temperature-scaled, prior-corrected class probabilities; the malignant
+    metrics P(malignant) summed before the correction. Calibration (ECE) uses the temperature-scaled ones.
     """
     class_names = checked_class_names(metadata)
     if (evaluation_set.test["malignant"] < 0).any():

@@ -1,5 +1,6 @@
 """Predict new image files with a checkpoint: one row each with the probabilities (from
-:mod:`helpers.models.predict`) corrected by the checkpoint's operating point, P(malignant) and the decision.
+:mod:`helpers.models.predict`) corrected by the checkpoint's operating point, P(malignant) (summed before the
+class bias, see :func:`helpers.evaluation.operating_point.reported_probabilities`) and the decision.
 
 A sigmoid (N, 1) output gives the two columns [P(benign), P(malignant)], so every caller sees one
 probability per class of the checkpoint. An image that cannot be read (damaged JPEG data included) gets a

@@ -132,10 +132,12 @@ def reported_probabilities(
 ) -> tuple[np.ndarray, np.ndarray]:
     """What a checkpoint reports for model probabilities ``probs`` (N, K) under its operating ``point``: the
     class probabilities (temperature-scaled, then shifted by the class bias: the diagnosis) and P(malignant)
-    (summed from the temperature-scaled ones; after the bias for points of the v1 format)."""
+    (summed from the temperature-scaled ones; after the bias when ``point["malignant_after_bias"]``, as v1
+    files were fitted). The class probabilities' malignant sum therefore differs from P(malignant) whenever
+    the point has a class bias."""
     calibrated = calibrate(probs, point["temperature"])
     corrected = apply_class_bias(calibrated, point["class_bias"])
-    malignant_source = corrected if point.get("malignant_after_bias") else calibrated
+    malignant_source = corrected if point["malignant_after_bias"] else calibrated
     return corrected, malignant_probability(malignant_source, class_names)
 
 
@@ -175,6 +177,7 @@ def tune_operating_point(
         "threshold": threshold,
         "temperature": temperature,
         "class_bias": class_bias.tolist(),
+        "malignant_after_bias": False,
         "target_sensitivity": target_sensitivity,
         "val_metrics": val_metrics,
     }
@@ -202,16 +205,18 @@ def save_operating_point(
     val_metrics: dict,
     checkpoint: str | Path,
     class_bias: Sequence[float] | None = None,
+    malignant_after_bias: bool = False,
 ) -> Path:
     """Atomically write the tuned threshold, its target, the fitted temperature and class bias (see
-    :mod:`helpers.evaluation.operating_point`; None: no correction) and val metrics as JSON."""
+    :mod:`helpers.evaluation.operating_point`; None: no correction) and val metrics as JSON; a threshold
+    fitted on P(malignant) after the bias (``malignant_after_bias``) is written in the v1 format."""
     if not math.isfinite(threshold) or not 0 < target_sensitivity <= 1 or not temperature > 0:
         raise ValueError(
             "need a finite threshold, 0 < target_sensitivity <= 1 and temperature > 0; got "
             f"{threshold}, {target_sensitivity}, {temperature}"
         )
     record = {
-        "format": OPERATING_POINT_FORMAT,
+        "format": MALIGNANT_AFTER_BIAS_FORMAT if malignant_after_bias else OPERATING_POINT_FORMAT,
         "threshold": float(threshold),
         "target_sensitivity": float(target_sensitivity),
         "temperature": float(temperature),

@@ -64,8 +64,8 @@ def roc_figure(
     title: str = "ROC curves",
 ) -> Figure:
     """One-vs-rest ROC curve per class (when ``labels`` are given) beside the malignant-vs-benign ROC curve
-    of ``p_malignant`` (as the evaluation reports it; default: summed from ``probs``), with the operating
-    point at ``threshold`` marked."""
+    of ``p_malignant`` (as the evaluation reports it; required with ``threshold``; default: summed from
+    ``probs``), with the operating point at ``threshold`` marked."""
     return _curves_figure("roc", probs, class_names, malignant, labels, threshold, p_malignant, title)
 
 
@@ -101,6 +101,8 @@ def _curves_figure(
             _plot_curve(axes[0, 0], kind, labels == index, probs[:, index], name, CLASS_PALETTE.get(name))
         _finish_axes(axes[0, 0], kind, "one class vs the rest")
     if p_malignant is None:
+        if threshold is not None:
+            raise ValueError("a threshold needs the p_malignant it was fitted on (evaluate_checkpoint's)")
         p_malignant = malignant_probability(probs, class_names)
     malignant = np.asarray(malignant)
     _plot_curve(axes[0, -1], kind, malignant == 1, p_malignant, "P(malignant)", "black")

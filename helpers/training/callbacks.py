@@ -50,7 +50,8 @@ class BalancedAccuracy(keras.metrics.Metric):
     """Streaming balanced accuracy (mean per-class recall over the classes seen) for the training batches.
 
     Sample weights (class weights) are ignored on purpose: the metric already weighs classes equally. Soft
-    targets (distillation) count as their most probable class: the true label (helpers.training.distill).
+    targets (distillation, mixup) count as their most probable class: the true label
+    (helpers.training.distill, helpers.data.augment.mixup).
     """
 
     def __init__(self, num_classes: int = 7, name: str = "balanced_accuracy", **kwargs):

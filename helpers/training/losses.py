@@ -50,7 +50,7 @@ def _class_counts(labels: Sequence[int] | np.ndarray, num_classes: int) -> np.nd
 
 def task_loss(task: str, label_smoothing: float = 0.0, *, soft_targets: bool = False) -> keras.losses.Loss:
     """Cross-entropy on the pipeline's labels: sparse (multiclass), binary, or with label smoothing;
-    ``soft_targets`` (distillation) takes integer labels and class-probability targets alike."""
+    ``soft_targets`` (distillation, mixup) takes integer labels and class-probability targets alike."""
     if task == "binary":
         return keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
     if label_smoothing == 0 and not soft_targets:
@@ -62,7 +62,7 @@ def task_loss(task: str, label_smoothing: float = 0.0, *, soft_targets: bool = F
 class SmoothedSparseCategoricalCrossentropy(keras.losses.Loss):
     """CategoricalCrossentropy with label smoothing on integer labels (one-hot encoded inside the loss), so
     datasets, class weights and metrics keep the same integer labels with or without smoothing; soft targets
-    (B, num_classes), as distillation feeds, are taken as they are (and smoothed alike)."""
+    (B, num_classes), as distillation and mixup feed, are taken as they are (and smoothed alike)."""
 
     def __init__(
         self,

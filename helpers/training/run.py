@@ -128,8 +128,8 @@ class TrainingRun:
     ``model`` replaces the one ``config`` describes (e.g. another head): it must keep
     :func:`helpers.models.build_model`'s layer names ``features``, ``logits`` and ``probabilities`` (on
     several GPUs, build it inside ``distribution_strategy().scope()``). ``loss`` replaces the task's
-    cross-entropy (any Keras loss on the pipeline's integer or 0/1 labels; with ``distill_from``, on (B, K)
-    soft targets).
+    cross-entropy (any Keras loss on the pipeline's integer or 0/1 labels; with ``distill_from`` or
+    ``mixup_alpha``, on float (B, K) or (B,) soft targets).
     """
 
     def __init__(
@@ -194,8 +194,9 @@ class TrainingRun:
         return TASK_CLASSES[self.config.task]
 
     def augmented_batch(self, count: int = 8) -> tuple[np.ndarray, np.ndarray]:
-        """``count`` random training images as the model sees them (augmented when ``augment``), decoded and
-        resized as in training, with their labels: uint8 (count, H, W, 3) and the label of each."""
+        """``count`` random training images as the model sees them (augmented when ``augment``; mixup not
+        shown), decoded and resized as in training, with their labels: uint8 (count, H, W, 3) and the label of
+        each."""
         config, train = self.config, self.frames["train"]
         sample = train.sample(n=min(count, len(train)), random_state=config.seed)
         dataset = make_dataset(

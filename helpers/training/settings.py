@@ -189,6 +189,11 @@ class TrainConfig:
             ),
             (self.mixup_alpha >= 0, "mixup_alpha must be >= 0 (0: no mixup)"),
             (
+                not (self.mixup_alpha and self.distill_from is not None),
+                "mixup_alpha and distill_from together could let a partner's class outweigh the label: "
+                "use one of them",
+            ),
+            (
                 self.monitor_metric is None or self.monitor_metric in MONITORED_METRICS.get(self.task, ()),
                 f"monitor_metric for {self.task!r} must be one of {MONITORED_METRICS.get(self.task)}",
             ),
