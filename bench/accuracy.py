@@ -110,13 +110,15 @@ def external_folder(given: Path | None) -> Path | None:
 
 def scored(result: dict) -> dict:
     """The JSON-ready numbers of one evaluation: headline metrics (CI triples where computed), per-class
-    recall and support, and the confusion matrix."""
+    recall and support, the confusion matrix, and whether P(malignant) was summed after the class bias (a
+    v1 operating point) or before it."""
     record = {key: result["summary"][key] for key in REPORTED if key in result["summary"]}
     table = per_class_table(result)
     record["recall"] = table["recall"].to_dict()
     record["support"] = table["support"].astype(int).to_dict()
     record["confusion_matrix"] = result["multiclass"]["confusion_matrix"].tolist()
     record["images"] = len(result["frame"])
+    record["p_malignant_after_bias"] = result["operating_point"]["malignant_after_bias"]
     return record
 
 

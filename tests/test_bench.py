@@ -78,6 +78,7 @@ def test_accuracy_trains_within_budget_and_scores_val_and_test(tmp_path: Path, m
         point, low, high = metrics["balanced_accuracy"]
         assert 0 <= low <= point <= high <= 1 and 0 <= metrics["roc_auc"][0] <= 1
         assert set(metrics["recall"]) == set(config.CLASS_NAMES)
+        assert metrics["p_malignant_after_bias"] is False  # fitted now: summed before the class bias
     assert sum(record["metrics"]["internal"]["support"].values()) == record["partition_images"]["test"]
     operating_point = Path(record["checkpoint"]).with_suffix(".operating_point.json")
     assert len(json.loads(operating_point.read_text())["class_bias"]) == len(config.CLASS_NAMES)
