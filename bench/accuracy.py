@@ -52,7 +52,7 @@ from helpers.evaluation.operating_point import (
     operating_point_path,
 )
 from helpers.models import load_checkpoint
-from helpers.models.checkpoints import read_metadata, trained_partitions
+from helpers.models.checkpoints import read_metadata, sidecar_path, trained_partitions
 from helpers.models.ensemble import save_ensemble
 from helpers.plots import apply_style, save_figure
 from helpers.plots.evaluation import confusion_matrix_figure
@@ -62,7 +62,6 @@ from helpers.runs.params import ConfigError, load_run_config, parse_literal
 from helpers.training import TrainConfig, TrainResult, config_from_notebook, train
 from helpers.training.settings import TRACKED_PARAMS, TRAINING_NAMES
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_RECIPE = config.CONFIGS_DIR / "recipe_cpu.yaml"
 EXTERNAL_SET = Path("data") / "ISIC2018_Task3_external_val"
 """The ISIC 2018 Task 3 test images (ISIC 2018 layout) under the shared folder."""
@@ -255,8 +254,8 @@ def publish_release(checkpoint: Path, validation_checkpoint: Path, name: str) ->
     run's operating point (fitted on validation images the released model has since trained on)."""
     target = config.RELEASE_DIR / f"{name}.h5"
     target.parent.mkdir(parents=True, exist_ok=True)
-    for suffix in (".h5", ".json"):
-        checkpoint.with_suffix(suffix).replace(target.with_suffix(suffix))
+    sidecar_path(checkpoint).replace(sidecar_path(target))
+    checkpoint.replace(target)
     copy_operating_point(validation_checkpoint, target)
     return target
 
@@ -280,10 +279,10 @@ def run(args: argparse.Namespace) -> dict:
         check_release_matches(release, validation_run, args.release)
     frame, split_file = split_dataset(
         source,
-        data_params.get("split_name", "lesion_seed42"),
-        seed=data_params.get("split_seed", 42),
-        val_fraction=data_params.get("val_fraction", 0.15),
-        test_fraction=data_params.get("test_fraction", 0.15),
+        data_params.get("split_name"),
+        seed=data_params.get("split_seed", config.DEFAULT_SPLIT_SEED),
+        val_fraction=data_params.get("val_fraction", config.DEFAULT_HOLDOUT_FRACTION),
+        test_fraction=data_params.get("test_fraction", config.DEFAULT_HOLDOUT_FRACTION),
     )
     trained = train_members(name, members, args.budget_minutes * 60, source, frame, split_file)
     trainings = [training_record(settings, result) for settings, result in trained]
@@ -439,7 +438,7 @@ def default_output(args: argparse.Namespace) -> Path:
     else:
         variant = args.name or (None if args.config == DEFAULT_RECIPE else args.config.stem)
         suffix = (f"-{variant}" if variant else "") + ("-release" if args.release else "")
-    return free_path(RESULTS_DIR / f"accuracy-{datetime.now(UTC):%Y-%m-%d}{suffix}.json")
+    return free_path(config.BENCH_RESULTS_DIR / f"accuracy-{datetime.now(UTC):%Y-%m-%d}{suffix}.json")
 
 
 def free_path(path: Path) -> Path:

@@ -33,10 +33,9 @@ import psutil
 from helpers.core import config
 from helpers.core.atomic import atomic_write_text
 
-RESULTS_DIR = config.PROJECT_ROOT / "bench" / "results"
 STARTUP_TIMEOUT_S = 180
 REQUEST_TIMEOUT_S = 120
-INPUT_SIZE = (150, 200)
+INPUT_SIZE = config.DEFAULT_IMAGE_SIZE
 
 
 def _free_port() -> int:
@@ -211,7 +210,7 @@ def main(argv: list[str] | None = None) -> Path:
         print(f"burst: {json.dumps(burst)}")
     print(f"serving after the bursts: {record['serving_after_bursts']}")
     date = datetime.now(UTC).strftime("%Y-%m-%d")
-    output = args.output or RESULTS_DIR / f"demo-probe-{date}.json"
+    output = args.output or config.BENCH_RESULTS_DIR / f"demo-probe-{date}.json"
     return atomic_write_text(output, json.dumps(record, indent=2) + "\n")
 
 

@@ -27,13 +27,13 @@ import pandas as pd
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from helpers.core import config
 from helpers.core.atomic import atomic_write_text
 from helpers.data import pipeline
 from helpers.data.ham10000 import load_ham10000
 from helpers.data.source import resolve_data_root
 from helpers.models.build import build_model, set_backbone_trainable
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_ARCHS = ("mobilenetv2", "mobilenetv3small", "efficientnetb0", "resnet50")
 DEFAULT_SIZES = ("150x200", "224x224")
 WARMUP_STEPS = 2
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> Path:
     """Run the benchmark, print the numbers and save them atomically as JSON; return the JSON path."""
     args = parse_args(argv)
     results = run(args)
-    output = args.output or RESULTS_DIR / f"throughput-{datetime.now(UTC):%Y-%m-%d}.json"
+    output = args.output or config.BENCH_RESULTS_DIR / f"throughput-{datetime.now(UTC):%Y-%m-%d}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output, json.dumps(results, indent=2) + "\n")
     print(f"Saved {output}")

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from helpers.core import config
-from helpers.core.config import CLASS_NAMES, MALIGNANT_INDICES
+from helpers.core.config import CLASS_NAMES, MALIGNANT_CLASSES
 from helpers.data.demo import make_demo_dataset
 from helpers.data.ham10000 import load_ham10000
 from helpers.data.isic2018 import DX_COLUMNS, GROUND_TRUTH_FILE
@@ -63,7 +63,7 @@ def colour_coded_frame(folder: Path, labels: Sequence[int], size: tuple[int, int
         rows.append({"image_id": f"img_{row}", "image_path": str(path), "lesion_id": f"L{row}", "dx": dx})
     frame = pd.DataFrame(rows)
     frame["label"] = [int(label) for label in labels]
-    frame["malignant"] = frame["label"].isin(MALIGNANT_INDICES).astype(int)
+    frame["malignant"] = frame["dx"].isin(MALIGNANT_CLASSES).astype(int)
     return frame
 
 

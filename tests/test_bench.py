@@ -260,7 +260,7 @@ def test_accuracy_records_never_replace_one_another(tmp_path: Path, monkeypatch)
     """Two runs of a day get two records (a variant's name in its file name, then -2, -3...): the second
     run of 2026-12-02 used to overwrite the recipe's record without a word."""
     accuracy = _bench_script("accuracy")
-    monkeypatch.setattr(accuracy, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(config, "BENCH_RESULTS_DIR", tmp_path)
     variant = accuracy.parse_args(["--name", "short", "--release", "run.json"])
     first = accuracy.default_output(variant)
     assert first.name.endswith("-short-release.json")

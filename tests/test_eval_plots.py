@@ -9,7 +9,7 @@ import pytest
 from builders import write_noise_image
 
 from helpers.core import config
-from helpers.evaluation.metrics import malignant_labels, malignant_probability
+from helpers.evaluation.metrics import malignant_probability
 from helpers.plots import evaluation as eval_plots
 from helpers.plots.style import has_title
 
@@ -18,7 +18,7 @@ LABELS = np.tile(np.arange(7), 6)
 PROBS = RNG.dirichlet(np.ones(7), len(LABELS))
 PROBS[np.arange(len(LABELS)), LABELS] += 1.0  # a better-than-chance model
 PROBS /= PROBS.sum(axis=1, keepdims=True)
-MALIGNANT = malignant_labels(LABELS)
+MALIGNANT = np.isin(np.array(config.CLASS_NAMES)[LABELS], list(config.MALIGNANT_CLASSES)).astype(int)
 
 
 @pytest.fixture(autouse=True)

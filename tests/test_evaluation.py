@@ -234,9 +234,7 @@ def test_paired_difference_is_exact_at_the_point_and_tighter_than_either_interva
             "dx": [config.CLASS_NAMES[i % 7] for i in range(n)],
         }
     )
-    frame["malignant"] = (
-        frame["dx"].isin([config.CLASS_NAMES[i] for i in config.MALIGNANT_INDICES]).astype(int)
-    )
+    frame["malignant"] = frame["dx"].isin(config.MALIGNANT_CLASSES).astype(int)
     labels = frame["label"] = np.arange(n) % 7
     right = rng.uniform(size=n) < 0.6
     worse = right & (rng.uniform(size=n) < 0.85)

@@ -16,7 +16,6 @@ from helpers.evaluation.metrics import (
     bootstrap_ci,
     compare_table,
     macro_auc,
-    malignant_labels,
     malignant_probability,
     multiclass_metrics,
     rank_auc,
@@ -50,12 +49,6 @@ def test_malignant_probability_goes_by_name_not_position() -> None:
 def test_malignant_probability_rejects_wrong_column_count() -> None:
     with pytest.raises(ValueError, match="7"):
         malignant_probability(np.ones((2, 5)) / 5)
-
-
-def test_malignant_labels() -> None:
-    np.testing.assert_array_equal(malignant_labels(range(7)), [1, 1, 0, 0, 1, 0, 0])
-    with pytest.raises(ValueError, match="unknown diagnosis"):
-        malignant_labels([0, -1])
 
 
 # --- multiclass ------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import tensorflow as tf
 from builders import colour_coded_frame, damage_jpeg_middle, write_image_rgb, write_noise_image
 from PIL import Image
 
-from helpers.core.config import CLASS_NAMES
+from helpers.core.config import CLASS_NAMES, DEFAULT_IMAGE_SIZE
 from helpers.core.errors import DataError
 from helpers.data import augment, pipeline
 from helpers.data.ham10000 import load_ham10000
@@ -131,6 +131,8 @@ def test_light_augmentation_only_flips_and_recolours(size: tuple[int, int]) -> N
     assert all((np.abs(image - np.median(image)) > 1e-3).sum() == 1 for image in augmented), "no blur"
     with pytest.raises(ValueError, match="augment_mode must be one of"):
         pipeline.make_dataset(pd.DataFrame(), augment=True, augment_mode="heavy")
+    with pytest.raises(ValueError, match="augment mode must be one of"):
+        pipeline.augment_images(batch, np.array([3, 4]), mode="heavy")  # not silently the strong mode
 
 
 def test_strong_augmentation_changes_white_balance_and_sharpness() -> None:
@@ -234,7 +236,7 @@ def test_load_image_array_of_nothing_is_empty() -> None:
 def test_real_images_flow_through_the_pipeline(ham_root: Path) -> None:
     frame = load_ham10000(ham_root, verify_images=False).groupby("dx").head(10).reset_index(drop=True)
     frame = frame.iloc[:64]
-    images = pipeline.load_image_array(frame["image_path"], pipeline.DEFAULT_IMAGE_SIZE, progress=False)
+    images = pipeline.load_image_array(frame["image_path"], DEFAULT_IMAGE_SIZE, progress=False)
     assert images.shape == (64, 150, 200, 3) and images.std() > 10
     x, y = next(pipeline.make_dataset(frame, batch_size=64).as_numpy_iterator())
     assert np.array_equal(x, images.astype(np.float32)) and y.tolist() == frame["label"].tolist()

@@ -17,7 +17,6 @@ from helpers.models.checkpoints import list_checkpoints, read_metadata, resolve_
 pytestmark = pytest.mark.release
 
 MAX_BYTES = 10 * 2**20
-RESULTS_DIR = config.PROJECT_ROOT / "bench" / "results"
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +28,7 @@ def release() -> Path:
 def release_record(checkpoint: Path) -> dict:
     """The latest bench/accuracy JSON that scored the released checkpoint on the external set (the run that
     trained it, or a --score run)."""
-    for path in sorted(RESULTS_DIR.glob("accuracy-*.json"), reverse=True):
+    for path in sorted(config.BENCH_RESULTS_DIR.glob("accuracy-*.json"), reverse=True):
         record = json.loads(path.read_text())
         if Path(record["checkpoint"]).name == checkpoint.name and "external" in record["metrics"]:
             return record

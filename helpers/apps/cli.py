@@ -118,9 +118,9 @@ def _configure_split(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--name", default=None, help="split name (default: lesion_seed<SEED>; demo_ is prefixed on demo data)"
     )
-    parser.add_argument("--seed", type=SEED, default=42)
-    parser.add_argument("--val-fraction", type=FRACTION, default=0.15)
-    parser.add_argument("--test-fraction", type=FRACTION, default=0.15)
+    parser.add_argument("--seed", type=SEED, default=config.DEFAULT_SPLIT_SEED)
+    parser.add_argument("--val-fraction", type=FRACTION, default=config.DEFAULT_HOLDOUT_FRACTION)
+    parser.add_argument("--test-fraction", type=FRACTION, default=config.DEFAULT_HOLDOUT_FRACTION)
 
 
 def _split(args: argparse.Namespace) -> int:
@@ -136,7 +136,7 @@ def _split(args: argparse.Namespace) -> int:
     source = resolve_data_root(args.data_root)
     split, split_file = split_dataset(
         source,
-        args.name or f"lesion_seed{args.seed}",
+        args.name,
         seed=args.seed,
         val_fraction=args.val_fraction,
         test_fraction=args.test_fraction,

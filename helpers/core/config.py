@@ -22,6 +22,18 @@ TASK_CLASSES: dict[str, tuple[str, ...]] = {"multiclass": CLASS_NAMES, "binary":
 
 TASKS: tuple[str, ...] = tuple(TASK_CLASSES)
 
+DEFAULT_IMAGE_SIZE: tuple[int, int] = (150, 200)
+"""(height, width) of model inputs unless a run says otherwise: the 4:3 aspect of the 600x450 originals and
+the 200x150 shared copy."""
+
+DEFAULT_SPLIT_SEED = 42
+DEFAULT_HOLDOUT_FRACTION = 0.15
+"""The lesion-level split every run uses unless it says otherwise: 15% of the lesions for validation, 15% for
+test, drawn with seed 42."""
+
+HAM10000_METADATA_FILE = "HAM10000_metadata.csv"
+"""The metadata CSV at the root of a HAM10000 folder (lesion_id, image_id, dx, ...); it marks the folder."""
+
 CLASS_DESCRIPTIONS: dict[str, str] = {
     "akiec": "actinic keratosis / intraepithelial carcinoma",
     "bcc": "basal cell carcinoma",
@@ -49,8 +61,8 @@ TRACKING_FILE: Path = PROJECT_ROOT / "Tracking.md"
 SYNTHETIC_TRACKING_FILE: Path = RUNS_DIR / "Tracking-synthetic.md"
 """Where runs on the synthetic demo data are logged instead (git-ignored, like all of runs/)."""
 FEATURE_CACHE_DIR: Path = CACHE_DIR / "features"
-
-MALIGNANT_INDICES: tuple[int, ...] = tuple(i for i, c in enumerate(CLASS_NAMES) if c in MALIGNANT_CLASSES)
+BENCH_RESULTS_DIR: Path = PROJECT_ROOT / "bench" / "results"
+"""The benchmarks' JSON records (bench/accuracy.py, throughput.py, demo_probe.py), committed."""
 
 
 def shared_dir() -> Path | None:
@@ -72,7 +84,7 @@ def ham10000_root() -> Path | None:
     if shared is not None:
         candidates.append(shared / "data" / "HAM10000")
     for path in candidates:
-        if (path / "HAM10000_metadata.csv").is_file():
+        if (path / HAM10000_METADATA_FILE).is_file():
             return path.resolve()
     return None
 

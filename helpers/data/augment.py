@@ -49,8 +49,10 @@ def augment_images(images: tf.Tensor, seed: tf.Tensor, *, mode: str = "full") ->
     90-degree turns (square images only; flips already give 180), rotation and zoom with reflected borders,
     then hue, saturation, contrast and brightness jitter, by the mode's ``Strength``. Geometry runs on the
     input dtype (uint8 is twice as fast as float32 here). ``mode="light"`` skips the rotation and zoom warp
-    (exact pixel permutations only, several times cheaper).
+    (exact pixel permutations only, several times cheaper). Another mode raises ValueError.
     """
+    if mode not in AUGMENT_MODES:
+        raise ValueError(f"augment mode must be one of {list(AUGMENT_MODES)}, not {mode!r}")
     geometry_seed, colour_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
     if mode == "light":
         return _flips_and_colour(images, geometry_seed, colour_seed)

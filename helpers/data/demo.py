@@ -390,7 +390,7 @@ def make_demo_dataset(
     *,
     lesions_per_class: int = 12,
     images_per_lesion: tuple[int, int] = (1, 3),
-    image_size: tuple[int, int] = (150, 200),
+    image_size: tuple[int, int] = config.DEFAULT_IMAGE_SIZE,
     seed: int = 0,
     overwrite: bool = False,
 ) -> Path:

@@ -24,12 +24,11 @@ from tqdm.auto import tqdm
 
 from helpers.core.atomic import staging_directory
 from helpers.core.errors import DownloadError
-from helpers.data.ham10000 import IMAGE_FOLDERS, MASK_FOLDER, METADATA_FILE
+from helpers.data.ham10000 import HAM10000_DOI, IMAGE_FOLDERS, MASK_FOLDER, METADATA_FILE
 
 logger = logging.getLogger(__name__)
 
 DATAVERSE_SERVER = "https://dataverse.harvard.edu"
-HAM10000_DOI = "doi:10.7910/DVN/DBW86T"
 REQUIRED_FILES = (*IMAGE_FOLDERS, Path(METADATA_FILE).stem)
 OPTIONAL_FILES = (MASK_FOLDER,)
 """Dataverse file names without extension: a zip unpacks into a folder of that name, a table into NAME.csv."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from helpers.core.config import HAM10000_METADATA_FILE as METADATA_FILE
 from helpers.core.errors import DataError
 from helpers.data.images import locate_images
 from helpers.data.validation import (
@@ -26,13 +27,16 @@ from helpers.data.validation import (
 
 logger = logging.getLogger(__name__)
 
-METADATA_FILE = "HAM10000_metadata.csv"
 METADATA_COLUMNS: tuple[str, ...] = ("lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization")
 IMAGE_FOLDERS: tuple[str, ...] = ("HAM10000_images_part_1", "HAM10000_images_part_2")
 MASK_FOLDER = "HAM10000_segmentations_lesion_tschandl"
 DUPLICATES_FILE = Path("splits") / "ham10000_newly_discovered_duplicates.csv"
 """The official layout: metadata CSV, image folders, lesion masks, and the near-duplicate list (optional)."""
-_DOWNLOAD_HINT = "Download HAM10000 from https://doi.org/10.7910/DVN/DBW86T and unpack it there"
+HAM10000_DOI = "doi:10.7910/DVN/DBW86T"
+"""The dataset's Harvard Dataverse identifier (where ``skinlesion download`` fetches it)."""
+_DOWNLOAD_HINT = (
+    f"Download HAM10000 from https://doi.org/{HAM10000_DOI.removeprefix('doi:')} and unpack it there"
+)
 
 
 def _check_root(root: Path) -> Path:

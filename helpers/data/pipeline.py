@@ -19,15 +19,13 @@ import pandas as pd
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from helpers.core.config import CLASS_NAMES
+from helpers.core.config import CLASS_NAMES, DEFAULT_IMAGE_SIZE
 from helpers.core.errors import DataError
 from helpers.data.augment import AUGMENT_MODES, augment_images, mixup
 from helpers.data.images import read_image_rgb
 from helpers.data.validation import format_listing, image_problems
 
 AUTOTUNE = tf.data.AUTOTUNE
-DEFAULT_IMAGE_SIZE: tuple[int, int] = (150, 200)
-"""(height, width): the 4:3 aspect of the 600x450 originals and the 200x150 shared copy."""
 LABEL_COLUMNS: dict[str, str] = {"multiclass": "label", "binary": "malignant"}
 
 DECODE_BATCH = 64

@@ -14,10 +14,11 @@ from pathlib import Path
 import pandas as pd
 
 from helpers.core import config
+from helpers.core.config import DEFAULT_HOLDOUT_FRACTION, DEFAULT_SPLIT_SEED
 from helpers.core.errors import DataError
 from helpers.data.demo import is_demo_dataset, make_demo_dataset
 from helpers.data.ham10000 import METADATA_FILE, load_duplicate_pairs, load_ham10000
-from helpers.data.splits import load_or_create_split, split_path
+from helpers.data.splits import default_split_name, load_or_create_split, split_path
 
 logger = logging.getLogger(__name__)
 
@@ -96,17 +97,18 @@ def resolve_data_root(spec: str | Path = "auto") -> DataSource:
 
 def split_dataset(
     source: DataSource,
-    split_name: str = "lesion_seed42",
+    split_name: str | None = None,
     *,
-    seed: int = 42,
-    val_fraction: float = 0.15,
-    test_fraction: float = 0.15,
+    seed: int = DEFAULT_SPLIT_SEED,
+    val_fraction: float = DEFAULT_HOLDOUT_FRACTION,
+    test_fraction: float = DEFAULT_HOLDOUT_FRACTION,
 ) -> tuple[pd.DataFrame, Path]:
     """The dataset with the ``partition`` of its saved lesion-level split (made now if it does not exist,
-    near-duplicate pairs kept together), and the split file. Notebooks 01-03, ``skinlesion split`` and the
-    benchmarks all split through here, so they agree on every image's partition."""
+    near-duplicate pairs kept together; named by its seed unless ``split_name`` is given), and the split
+    file. Notebooks 01-03, ``skinlesion split`` and the benchmarks all split through here, so they agree on
+    every image's partition."""
     frame = load_ham10000(source.root)
-    split_file = split_path(source.scoped(split_name))
+    split_file = split_path(source.scoped(split_name or default_split_name(seed)))
     split = load_or_create_split(
         frame,
         split_file.stem,

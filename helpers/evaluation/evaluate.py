@@ -26,6 +26,7 @@ from helpers.evaluation.metrics import (
     rank_auc,
 )
 from helpers.evaluation.operating_point import (
+    DEFAULT_TARGET_SENSITIVITY,
     operating_point_path,
     reported_probabilities,
     save_operating_point,
@@ -159,7 +160,7 @@ def evaluate_checkpoint(
     metadata: dict[str, Any],
     evaluation_set: EvaluationSet,
     *,
-    target_sensitivity: float = 0.90,
+    target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
     n_bootstrap: int = 1000,
     tta: bool = False,
     batch_size: int = 32,

@@ -107,14 +107,6 @@ def malignant_probability(probs: np.ndarray, class_names: Sequence[str] = CLASS_
     return check_prob_matrix(probs, class_names)[:, _malignant_columns(class_names)].sum(axis=1)
 
 
-def malignant_labels(
-    labels: Sequence[int] | np.ndarray, class_names: Sequence[str] = CLASS_NAMES
-) -> np.ndarray:
-    """1 where a class index names a malignant diagnosis, else 0."""
-    indices = check_labels(labels, len(class_names))
-    return np.isin(indices, _malignant_columns(class_names)).astype(int)
-
-
 def rank_auc(positives: np.ndarray, scores: np.ndarray) -> float:
     """ROC-AUC as the Mann-Whitney rank statistic (ties count half), NaN without positives or negatives.
 

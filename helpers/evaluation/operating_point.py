@@ -45,6 +45,8 @@ DEFAULT_THRESHOLD: float = 0.5
 OPERATING_POINT_FORMAT = "skinlesion-operating-point-v2"
 MALIGNANT_AFTER_BIAS_FORMAT = "skinlesion-operating-point-v1"
 """The earlier format, whose threshold applies to P(malignant) summed after the class bias; still read."""
+DEFAULT_TARGET_SENSITIVITY = 0.90
+"""Malignant sensitivity the threshold is fitted for on validation unless a run asks for another."""
 _REQUIRED_KEYS = ("format", "threshold", "target_sensitivity", "temperature", "checkpoint", "val_metrics")
 
 
@@ -56,7 +58,9 @@ def _binary_inputs(
 
 
 def threshold_for_sensitivity(
-    y_true: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, target: float = 0.90
+    y_true: Sequence[int] | np.ndarray,
+    scores: Sequence[float] | np.ndarray,
+    target: float = DEFAULT_TARGET_SENSITIVITY,
 ) -> float:
     """The highest threshold whose sensitivity (rule ``score >= threshold``) on these data is >= ``target``.
 
@@ -146,7 +150,7 @@ def tune_operating_point(
     malignant: np.ndarray,
     probs: np.ndarray,
     class_names: Sequence[str],
-    target_sensitivity: float = 0.90,
+    target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
 ) -> dict[str, Any]:
     """Fit on validation data, in turn: the temperature, the prior-correction class bias (for balanced
     accuracy; class frequencies from the validation labels, as the split is stratified) and the P(malignant)

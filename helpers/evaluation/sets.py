@@ -23,6 +23,7 @@ from helpers.core.errors import CheckpointError, DataError
 from helpers.data.folders import drop_ham10000_overlap, load_folder_dataset, load_image_folder
 from helpers.data.ham10000 import load_ham10000
 from helpers.data.isic2018 import load_isic2018_test
+from helpers.data.pipeline import LABEL_COLUMNS
 from helpers.data.source import resolve_data_root
 from helpers.data.splits import apply_split, load_split
 from helpers.evaluation.metrics import malignant_probability
@@ -35,7 +36,8 @@ EVAL_SETS: tuple[str, ...] = ("internal", "isic2018", "folder", "images")
 @dataclass(frozen=True)
 class EvaluationSet:
     """A test frame, the internal validation frame used to tune threshold and temperature (None if the
-    checkpoint has no split), a description, and whether any of it is synthetic demo data."""
+    checkpoint has no split or trained on its validation images), a description, and whether any of it is
+    synthetic demo data."""
 
     test: pd.DataFrame
     val: pd.DataFrame | None
@@ -170,8 +172,8 @@ def _unseen_folder_images(folder: pd.DataFrame, internal: pd.DataFrame | None) -
 
 def class_labels(frame: pd.DataFrame, class_names: Sequence[str]) -> np.ndarray | None:
     """Labels as indices into ``class_names`` (malignant 0/1 for binary models); None if unknown."""
-    column = "malignant" if tuple(class_names) == config.BINARY_CLASS_NAMES else "label"
-    labels = frame[column].to_numpy(dtype=int)
+    task = "binary" if tuple(class_names) == config.BINARY_CLASS_NAMES else "multiclass"
+    labels = frame[LABEL_COLUMNS[task]].to_numpy(dtype=int)
     return labels if (labels >= 0).all() else None
 
 

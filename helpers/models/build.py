@@ -18,6 +18,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from helpers.core.config import CLASS_NAMES, DEFAULT_IMAGE_SIZE
 from helpers.core.errors import CheckpointError, DownloadError
 
 TASKS: tuple[str, ...] = ("multiclass", "binary")
@@ -64,8 +65,8 @@ def build_model(
     arch: str,
     *,
     task: str = "multiclass",
-    num_classes: int = 7,
-    input_size: tuple[int, int] = (150, 200),
+    num_classes: int = len(CLASS_NAMES),
+    input_size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
     weights: str | Path | None = "imagenet",
     dropout: float = 0.3,
     dense_units: int | None = None,

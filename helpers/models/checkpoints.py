@@ -27,8 +27,6 @@ from helpers.core.provenance import git_commit, package_version
 from helpers.models.legacy import is_keras2_file, keras_version, load_keras2_model
 
 CHECKPOINT_SUFFIX = ".h5"
-MODEL_SUFFIXES: tuple[str, ...] = (".h5", ".keras")
-"""Model files accepted wherever a checkpoint is: this project's ``.h5`` and Keras 3's native ``.keras``."""
 
 
 class ForeignCheckpointError(CheckpointError):
@@ -238,12 +236,8 @@ def check_model_file(path: Path) -> None:
 
 
 def _check_keras_h5(path: Path) -> None:
-    """Raise a CheckpointError naming the problem and the fix unless ``path`` is a readable Keras model."""
-    if not path.is_file():
-        raise CheckpointError(
-            f"Checkpoint not found: {path}\n"
-            "Fix: check the path; helpers.models.list_checkpoints(models_dir) lists the saved ones."
-        )
+    """Raise a CheckpointError naming the problem and the fix unless the existing file ``path`` holds a Keras
+    model in HDF5."""
     if not h5py.is_hdf5(path):
         raise CheckpointError(
             f"{path} is not an HDF5 file, so not a Keras .h5 model (an image or other file renamed?)\n"

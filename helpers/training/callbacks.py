@@ -20,6 +20,7 @@ from sklearn.metrics import average_precision_score, balanced_accuracy_score, ro
 from tqdm.auto import tqdm
 
 from helpers.core.atomic import atomic_path, atomic_write_text
+from helpers.core.config import CLASS_NAMES
 from helpers.core.errors import CheckpointError, DataError, SkinLesionError
 from helpers.models.checkpoints import checkpoint_name, save_checkpoint, sidecar_path
 from helpers.training.losses import class_targets
@@ -54,33 +55,39 @@ class BalancedAccuracy(keras.metrics.Metric):
     (helpers.training.distill, helpers.data.augment.mixup).
     """
 
-    def __init__(self, num_classes: int = 7, name: str = "balanced_accuracy", **kwargs):
+    def __init__(self, num_classes: int = len(CLASS_NAMES), name: str = "balanced_accuracy", **kwargs):
         super().__init__(name=name, **kwargs)
         self.num_classes = num_classes
         self.confusion = self.add_variable(
             shape=(num_classes, num_classes), initializer="zeros", name="confusion", dtype="float32"
         )
 
-    def update_state(self, y_true, y_pred, sample_weight=None):
+    def update_state(
+        self, y_true: tf.Tensor, y_pred: tf.Tensor, sample_weight: tf.Tensor | None = None
+    ) -> None:
+        """Add the batch to the confusion matrix (rows: true class, columns: predicted class)."""
         labels = keras.ops.argmax(class_targets(y_true, self.num_classes), axis=-1)  # soft targets too
         true = keras.ops.one_hot(labels, self.num_classes)
         predicted = keras.ops.one_hot(keras.ops.argmax(y_pred, axis=-1), self.num_classes)
         self.confusion.assign_add(keras.ops.matmul(keras.ops.transpose(true), predicted))
 
-    def result(self):
+    def result(self) -> tf.Tensor:
+        """Mean recall over the classes seen so far."""
         support = keras.ops.sum(self.confusion, axis=1)
         recall = keras.ops.diagonal(self.confusion) / keras.ops.maximum(support, 1.0)
         seen = keras.ops.cast(support > 0, "float32")
         return keras.ops.sum(recall * seen) / keras.ops.maximum(keras.ops.sum(seen), 1.0)
 
-    def reset_state(self):
+    def reset_state(self) -> None:
+        """Forget the batches seen (Keras calls this at the start of every epoch)."""
         self.confusion.assign(keras.ops.zeros_like(self.confusion))
 
-    def get_config(self):
+    def get_config(self) -> dict:
+        """The constructor arguments, so a saved model can rebuild the metric."""
         return {**super().get_config(), "num_classes": self.num_classes}
 
 
-def training_metric(metric: str, num_classes: int = 7) -> keras.metrics.Metric:
+def training_metric(metric: str, num_classes: int = len(CLASS_NAMES)) -> keras.metrics.Metric:
     """The Keras metric that tracks ``metric`` on the training batches (named ``metric`` in the logs).
 
     Binary PR-AUC uses Keras's interpolated PR curve, a close approximation of average precision.

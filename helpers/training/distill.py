@@ -17,7 +17,13 @@ import pandas as pd
 from helpers.core import config
 from helpers.core.errors import CheckpointError
 from helpers.data.splits import same_split_file
-from helpers.models.checkpoints import check_compatible, load_checkpoint, read_metadata, trained_partitions
+from helpers.models.checkpoints import (
+    check_compatible,
+    load_checkpoint,
+    read_metadata,
+    sidecar_path,
+    trained_partitions,
+)
 from helpers.models.predict import predict_probabilities
 
 DISTILL_WEIGHT_RULE = "distill_weight must be in (0, 0.5): the label stays each target's most probable class"
@@ -45,7 +51,7 @@ def teacher_probabilities(
     metadata = read_metadata(path)
     if metadata is None:
         raise CheckpointError(
-            f"The teacher {path} has no readable sidecar ({path.with_suffix('.json').name}), so neither its "
+            f"The teacher {path} has no readable sidecar ({sidecar_path(path).name}), so neither its "
             "classes nor the images it trained on are known.\nFix: distil from a checkpoint this project "
             "saved (bench/accuracy.py, notebook 02 or skinlesion ensemble)."
         )

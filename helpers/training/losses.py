@@ -8,14 +8,14 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
-from helpers.core.config import TASK_CLASSES
+from helpers.core.config import CLASS_NAMES, TASK_CLASSES
 from helpers.core.errors import DataError
 
 CLASS_WEIGHT_MODES: tuple[str, ...] = ("balanced", "sqrt", "none")
 
 
 def class_weights(
-    labels: Sequence[int] | np.ndarray, mode: str = "balanced", num_classes: int = 7
+    labels: Sequence[int] | np.ndarray, mode: str = "balanced", num_classes: int = len(CLASS_NAMES)
 ) -> dict[int, float] | None:
     """Per-class loss weights from the training labels, or None for ``mode="none"``.
 
@@ -66,7 +66,7 @@ class SmoothedSparseCategoricalCrossentropy(keras.losses.Loss):
 
     def __init__(
         self,
-        num_classes: int = 7,
+        num_classes: int = len(CLASS_NAMES),
         label_smoothing: float = 0.1,
         name: str = "smoothed_crossentropy",
         **kwargs,
@@ -75,12 +75,14 @@ class SmoothedSparseCategoricalCrossentropy(keras.losses.Loss):
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true: keras.KerasTensor, y_pred: keras.KerasTensor) -> keras.KerasTensor:
+        """Per-example cross-entropy against the smoothed one-hot (or soft) targets."""
         return keras.losses.categorical_crossentropy(
             class_targets(y_true, self.num_classes), y_pred, label_smoothing=self.label_smoothing
         )
 
-    def get_config(self):
+    def get_config(self) -> dict:
+        """The constructor arguments, so a saved model can rebuild the loss."""
         return {
             **super().get_config(),
             "num_classes": self.num_classes,
@@ -88,7 +90,7 @@ class SmoothedSparseCategoricalCrossentropy(keras.losses.Loss):
         }
 
 
-def class_targets(y_true, num_classes: int):
+def class_targets(y_true: keras.KerasTensor, num_classes: int) -> keras.KerasTensor:
     """(B, num_classes) targets: integer labels of shape (B,) or (B, 1) one-hot encoded, soft targets of shape
     (B, num_classes) as they are (the shape is static, so this is decided once per traced graph)."""
     if len(y_true.shape) == 2 and y_true.shape[-1] == num_classes and num_classes > 1:

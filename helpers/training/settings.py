@@ -99,7 +99,7 @@ class TrainConfig:
 
     task: str = "multiclass"
     arch: str = "mobilenetv2"
-    input_size: tuple[int, int] = (150, 200)
+    input_size: tuple[int, int] = project_config.DEFAULT_IMAGE_SIZE
     epochs: int = 10
     lr: float = 1e-3
     batch_size: int = 32
