@@ -75,6 +75,10 @@ def test_split_dataset_makes_then_reuses_the_saved_split(tmp_path, monkeypatch):
     assert again["partition"].tolist() == frame["partition"].tolist()
     with pytest.raises(SkinLesionError, match="demo_lesion_seed1"):
         split_dataset(_source(root, True), "lesion_seed1", **{**options, "seed": 2})
+    unnamed, unnamed_file = split_dataset(_source(root, True), **options)  # named by its seed
+    assert unnamed_file == split_file and unnamed["partition"].tolist() == frame["partition"].tolist()
+    _, other_seed = split_dataset(_source(root, True), **{**options, "seed": 2})
+    assert other_seed.name == "demo_lesion_seed2.csv", "another seed is another split, not a clash"
 
 
 @pytest.mark.parametrize("config_file", sorted(config.CONFIGS_DIR.glob("*.yaml")), ids=lambda p: p.name)
