@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from helpers.core.config import CLASS_NAMES, TASK_CLASSES
 from helpers.core.errors import DataError
@@ -75,7 +76,7 @@ class SmoothedSparseCategoricalCrossentropy(keras.losses.Loss):
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
 
-    def call(self, y_true: keras.KerasTensor, y_pred: keras.KerasTensor) -> keras.KerasTensor:
+    def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         """Per-example cross-entropy against the smoothed one-hot (or soft) targets."""
         return keras.losses.categorical_crossentropy(
             class_targets(y_true, self.num_classes), y_pred, label_smoothing=self.label_smoothing
@@ -90,7 +91,7 @@ class SmoothedSparseCategoricalCrossentropy(keras.losses.Loss):
         }
 
 
-def class_targets(y_true: keras.KerasTensor, num_classes: int) -> keras.KerasTensor:
+def class_targets(y_true: tf.Tensor, num_classes: int) -> tf.Tensor:
     """(B, num_classes) targets: integer labels of shape (B,) or (B, 1) one-hot encoded, soft targets of shape
     (B, num_classes) as they are (the shape is static, so this is decided once per traced graph)."""
     if len(y_true.shape) == 2 and y_true.shape[-1] == num_classes and num_classes > 1:
