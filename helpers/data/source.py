@@ -14,7 +14,6 @@ from pathlib import Path
 import pandas as pd
 
 from helpers.core import config
-from helpers.core.config import DEFAULT_HOLDOUT_FRACTION, DEFAULT_SPLIT_SEED
 from helpers.core.errors import DataError
 from helpers.data.demo import is_demo_dataset, make_demo_dataset
 from helpers.data.ham10000 import METADATA_FILE, load_duplicate_pairs, load_ham10000
@@ -99,9 +98,9 @@ def split_dataset(
     source: DataSource,
     split_name: str | None = None,
     *,
-    seed: int = DEFAULT_SPLIT_SEED,
-    val_fraction: float = DEFAULT_HOLDOUT_FRACTION,
-    test_fraction: float = DEFAULT_HOLDOUT_FRACTION,
+    seed: int = config.DEFAULT_SPLIT_SEED,
+    val_fraction: float = config.DEFAULT_HOLDOUT_FRACTION,
+    test_fraction: float = config.DEFAULT_HOLDOUT_FRACTION,
 ) -> tuple[pd.DataFrame, Path]:
     """The dataset with the ``partition`` of its saved lesion-level split (made now if it does not exist,
     near-duplicate pairs kept together; named by its seed unless ``split_name`` is given), and the split

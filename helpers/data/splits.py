@@ -16,7 +16,6 @@ import pandas as pd
 
 from helpers.core import config
 from helpers.core.atomic import atomic_path, atomic_write_text
-from helpers.core.config import DEFAULT_HOLDOUT_FRACTION, DEFAULT_SPLIT_SEED
 from helpers.core.errors import DataError
 
 PARTITIONS: tuple[str, ...] = ("train", "val", "test")
@@ -28,9 +27,9 @@ DuplicatePairs = Iterable[tuple[str, str]]
 def make_lesion_split(
     frame: pd.DataFrame,
     *,
-    val_fraction: float = DEFAULT_HOLDOUT_FRACTION,
-    test_fraction: float = DEFAULT_HOLDOUT_FRACTION,
-    seed: int = DEFAULT_SPLIT_SEED,
+    val_fraction: float = config.DEFAULT_HOLDOUT_FRACTION,
+    test_fraction: float = config.DEFAULT_HOLDOUT_FRACTION,
+    seed: int = config.DEFAULT_SPLIT_SEED,
     duplicate_pairs: DuplicatePairs | None = None,
     stratify_column: str = "label",
 ) -> pd.DataFrame:
@@ -171,7 +170,7 @@ def split_summary(frame: pd.DataFrame, by: str = "dx") -> pd.DataFrame:
     return counts
 
 
-def default_split_name(seed: int = DEFAULT_SPLIT_SEED) -> str:
+def default_split_name(seed: int = config.DEFAULT_SPLIT_SEED) -> str:
     """The name of the split drawn with ``seed`` when a run names none, e.g. ``lesion_seed42``."""
     return f"lesion_seed{seed}"
 

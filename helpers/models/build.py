@@ -18,10 +18,8 @@ import keras
 import numpy as np
 from keras import layers
 
-from helpers.core.config import CLASS_NAMES, DEFAULT_IMAGE_SIZE
+from helpers.core.config import CLASS_NAMES, DEFAULT_IMAGE_SIZE, TASKS
 from helpers.core.errors import CheckpointError, DownloadError
-
-TASKS: tuple[str, ...] = ("multiclass", "binary")
 
 _IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 _IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
