@@ -45,7 +45,13 @@ from helpers.core.errors import DataError, SkinLesionError
 from helpers.core.provenance import git_commit
 from helpers.data import resolve_data_root, split_dataset
 from helpers.data.source import DataSource
-from helpers.evaluation import evaluate_checkpoint, evaluation_set, paired_difference, per_class_table
+from helpers.evaluation import (
+    evaluate_checkpoint,
+    evaluation_set,
+    paired_difference,
+    per_class_table,
+    recall_by_confirmation,
+)
 from helpers.evaluation.operating_point import (
     copy_operating_point,
     load_operating_point,
@@ -109,12 +115,19 @@ def external_folder(given: Path | None) -> Path | None:
 
 def scored(result: dict) -> dict:
     """The JSON-ready numbers of one evaluation: headline metrics (CI triples where computed), per-class
-    recall and support, the confusion matrix, and whether P(malignant) was summed after the class bias (a
-    v1 operating point) or before it."""
+    recall and support, with HAM10000's dx_type the recall per diagnosis/confirmation ([recall, images]),
+    the confusion matrix, and whether P(malignant) was summed after the class bias (a v1 operating point) or
+    before it."""
     record = {key: result["summary"][key] for key in REPORTED if key in result["summary"]}
     table = per_class_table(result)
     record["recall"] = table["recall"].to_dict()
     record["support"] = table["support"].astype(int).to_dict()
+    by_confirmation = recall_by_confirmation(result)
+    if not by_confirmation.empty:
+        record["recall_by_confirmation"] = {
+            f"{diagnosis}/{confirmation}": [round(row.recall, 4), int(row.support)]
+            for (diagnosis, confirmation), row in by_confirmation.iterrows()
+        }
     record["confusion_matrix"] = result["multiclass"]["confusion_matrix"].tolist()
     record["images"] = len(result["frame"])
     record["p_malignant_after_bias"] = result["operating_point"]["malignant_after_bias"]
@@ -249,10 +262,23 @@ def _setting(name: str, value: object) -> object:
     return Path(value).name if name == "weights" and isinstance(value, str) and "/" in value else value
 
 
-def publish_release(checkpoint: Path, validation_checkpoint: Path, name: str) -> Path:
-    """Move the all-data checkpoint to ``models/release/<name>.h5`` with its sidecar and the validation
-    run's operating point (fitted on validation images the released model has since trained on)."""
-    target = config.RELEASE_DIR / f"{name}.h5"
+def release_path(name: str, arch: str) -> Path:
+    """Where --release publishes the model: ``models/release/<name>_<arch>.h5``."""
+    return config.RELEASE_DIR / f"{name}_{arch}.h5"
+
+
+def check_release_is_new(target: Path) -> None:
+    """ConfigError, before training, when ``target`` exists: a release is never replaced silently."""
+    if target.exists():
+        raise ConfigError(
+            f"{target} exists; a release is replaced only on purpose (it may be the model that predict, "
+            "04, 05 and the demo use).\nFix: choose another --name, or move the old release away first."
+        )
+
+
+def publish_release(checkpoint: Path, validation_checkpoint: Path, target: Path) -> Path:
+    """Move the all-data checkpoint to ``target`` with its sidecar and the validation run's operating point
+    (fitted on validation images the released model has since trained on)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     sidecar_path(checkpoint).replace(sidecar_path(target))
     checkpoint.replace(target)
@@ -277,6 +303,7 @@ def run(args: argparse.Namespace) -> dict:
     if validation_run is not None:
         release = config_from_notebook(members[0], label=name, source=source)
         check_release_matches(release, validation_run, args.release)
+        check_release_is_new(release_path(name, release.arch))
     frame, split_file = split_dataset(
         source,
         data_params.get("split_name"),
@@ -297,7 +324,7 @@ def run(args: argparse.Namespace) -> dict:
         checkpoint = trained[0][1].checkpoint_path
     if validation_run is not None:
         validated = Path(validation_run["checkpoint"])
-        checkpoint = publish_release(checkpoint, validated, f"{name}_{trained[0][0].arch}")
+        checkpoint = publish_release(checkpoint, validated, release_path(name, trained[0][0].arch))
     metrics = evaluate(checkpoint, source.root, external, args.n_bootstrap)
     return {
         **record_header(source, external),

@@ -78,6 +78,13 @@ def test_accuracy_trains_within_budget_and_scores_val_and_test(tmp_path: Path, m
         point, low, high = metrics["balanced_accuracy"]
         assert 0 <= low <= point <= high <= 1 and 0 <= metrics["roc_auc"][0] <= 1
         assert set(metrics["recall"]) == set(config.CLASS_NAMES)
+        by_confirmation = metrics[
+            "recall_by_confirmation"
+        ]  # the demo's one dx_type: equal to the class recall
+        assert by_confirmation == {
+            f"{dx}/synthetic": [pytest.approx(recall, abs=1e-4), metrics["support"][dx]]
+            for dx, recall in metrics["recall"].items()
+        }
         assert metrics["p_malignant_after_bias"] is False  # fitted now: summed before the class bias
     assert sum(record["metrics"]["internal"]["support"].values()) == record["partition_images"]["test"]
     operating_point = Path(record["checkpoint"]).with_suffix(".operating_point.json")
@@ -115,6 +122,10 @@ def _check_release(accuracy, overrides, validation_output, tmp_path, monkeypatch
     point = json.loads(released.with_suffix(".operating_point.json").read_text())
     validated = json.loads(Path(validation["checkpoint"]).with_suffix(".operating_point.json").read_text())
     assert point["class_bias"] == validated["class_bias"]
+    published = released.stat().st_mtime_ns
+    with pytest.raises(ConfigError, match=r"(?s)variant_light_cnn.h5 exists.*Fix: choose another --name"):
+        accuracy.main(argv + [item for pair in overrides.items() for item in ("--set", *pair)])
+    assert released.stat().st_mtime_ns == published  # refused before training, the release untouched
 
 
 def _check_score(accuracy, trained: Path, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from builders import save_untrained_checkpoint
 
 from helpers.apps import cli
 from helpers.apps.export import check_parity, export_model
+from helpers.core import config
 from helpers.core.errors import CheckpointError
 from helpers.evaluation.operating_point import (
     load_operating_point,
@@ -16,7 +18,8 @@ from helpers.evaluation.operating_point import (
     save_operating_point,
 )
 from helpers.explain.heatmaps import gradcam
-from helpers.models.checkpoints import load_checkpoint
+from helpers.models.build import build_model
+from helpers.models.checkpoints import load_checkpoint, save_checkpoint
 from helpers.models.ensemble import ensemble_model, save_ensemble
 
 SIZE = (32, 40)
@@ -121,3 +124,32 @@ def test_ensemble_command_saves_one_model_with_a_borrowed_operating_point(tmp_pa
     assert "operating point not found" in capsys.readouterr().err and not (tmp_path / "other.h5").exists()
     assert cli.main(["ensemble", str(members[0]), "--output", str(output)]) == cli.ERROR_EXIT_CODE
     assert "at least two" in capsys.readouterr().err
+
+
+def test_half_precision_halves_the_file_and_any_keras_loads_it_as_float32(tmp_path) -> None:
+    model = build_model("mobilenetv3small", input_size=(64, 64), weights=None)
+    facts = {"task": "multiclass", "class_names": list(config.CLASS_NAMES), "input_size": [64, 64]}
+    full = save_checkpoint(model, tmp_path / "full.h5", facts)
+    half = save_checkpoint(model, tmp_path / "half.h5", facts, half_precision=True)
+    assert half.stat().st_size < 0.6 * full.stat().st_size  # weights halved, model config as it was
+    stored = set()
+    with h5py.File(half, "r") as file:
+        file["model_weights"].visititems(
+            lambda _, item: stored.add(item.dtype.name) if isinstance(item, h5py.Dataset) else None
+        )
+    assert stored == {"float16"}
+    plain = keras.models.load_model(half, compile=False)  # no project code needed to open it
+    assert {weight.dtype for weight in plain.weights} == {"float32"}
+    loaded, metadata = load_checkpoint(half)
+    assert metadata["weights_dtype"] == "float16" and load_checkpoint(full)[1]["weights_dtype"] == "float32"
+    images = np.random.default_rng(0).uniform(0, 255, (4, 64, 64, 3)).astype("float32")
+    expected = model.predict(images, verbose=0)
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), expected, atol=2e-3)
+
+
+def test_ensemble_command_saves_in_half_precision_when_asked(tmp_path, capsys) -> None:
+    members = [save_untrained_checkpoint(tmp_path / f"m{index}.h5", input_size=SIZE) for index in range(2)]
+    output = tmp_path / "half.h5"
+    assert cli.main(["ensemble", *map(str, members), "--output", str(output), "--half-precision"]) == 0
+    assert "in half precision" in capsys.readouterr().out
+    assert load_checkpoint(output)[1]["weights_dtype"] == "float16"

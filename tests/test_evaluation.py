@@ -27,6 +27,7 @@ from helpers.evaluation.evaluate import (
     load_for_evaluation,
     paired_difference,
     prediction_table,
+    recall_by_confirmation,
 )
 from helpers.evaluation.inference import predict_images
 from helpers.evaluation.metrics import balanced_accuracy, bootstrap_ci, malignant_probability
@@ -260,3 +261,22 @@ def test_paired_difference_is_exact_at_the_point_and_tighter_than_either_interva
     assert set(difference) == {"balanced_accuracy", "roc_auc"}
     with pytest.raises(DataError, match="same images"):
         paired_difference(a, {**b, "frame": frame.iloc[::-1]})
+
+
+def test_recall_by_confirmation_splits_each_class_by_dx_type() -> None:
+    frame = pd.DataFrame(
+        {
+            "dx": ["nv", "nv", "nv", "nv", "mel", "mel"],
+            "dx_type": ["follow_up", "follow_up", "histo", "histo", "histo", ""],
+        }
+    )
+    predicted = ["nv", "nv", "mel", "nv", "mel", "nv"]
+    probs = np.eye(len(config.CLASS_NAMES))[[config.CLASS_NAMES.index(name) for name in predicted]]
+    result = {"frame": frame, "probs": probs, "class_names": config.CLASS_NAMES, "multiclass": {}}
+    table = recall_by_confirmation(result)
+    assert table.loc[("nv", "follow_up")].tolist() == [1.0, 2]
+    assert table.loc[("nv", "histo")].tolist() == [0.5, 2]
+    assert table.loc[("mel", "histo")].tolist() == [1.0, 1]  # no dx_type (ISIC 2018 images): not a group
+    assert len(table) == 3
+    assert recall_by_confirmation({**result, "frame": frame.drop(columns="dx_type")}).empty
+    assert recall_by_confirmation({**result, "multiclass": None}).empty

@@ -236,6 +236,11 @@ def _configure_ensemble(parser: argparse.ArgumentParser) -> None:
         help="use this checkpoint's operating point (members trained on every partition: give the ensemble "
         "of their train-only counterparts, evaluated once)",
     )
+    parser.add_argument(
+        "--half-precision",
+        action="store_true",
+        help="store the weights as float16: half the file; probabilities move by about 1e-3 (size limits)",
+    )
 
 
 def _ensemble(args: argparse.Namespace) -> int:

@@ -18,8 +18,9 @@ def ensemble_command(args: argparse.Namespace) -> int:
     """Save the ensemble; with --operating-point-of, copy that checkpoint's operating point to it."""
     if args.operating_point_of is not None:  # a missing or bad one fails before anything is written
         load_operating_point(operating_point_path(args.operating_point_of))
-    target = save_ensemble(args.members, args.output)
-    print(f"Saved the ensemble of {len(args.members)} checkpoints to {target} (and its sidecar .json)")
+    target = save_ensemble(args.members, args.output, half_precision=args.half_precision)
+    precision = " in half precision" if args.half_precision else ""
+    print(f"Saved the ensemble of {len(args.members)} checkpoints{precision} to {target} (sidecar: .json)")
     if args.operating_point_of is not None:
         copied = copy_operating_point(args.operating_point_of, target)
         print(f"Operating point of {args.operating_point_of}: {copied}")

@@ -11,6 +11,7 @@ from helpers.evaluation.evaluate import (
     paired_difference,
     per_class_table,
     prediction_table,
+    recall_by_confirmation,
 )
 from helpers.evaluation.inference import predict_images
 from helpers.evaluation.metrics import compare_table
@@ -38,4 +39,5 @@ __all__ = [
     "predict_images",
     "predict_probabilities",
     "prediction_table",
+    "recall_by_confirmation",
 ]

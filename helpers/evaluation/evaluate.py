@@ -283,3 +283,27 @@ def per_class_table(result: dict[str, Any]) -> pd.DataFrame:
     table["auc"] = pd.Series(multiclass["per_class_auc"])
     table.index.name = "class"
     return table
+
+
+def recall_by_confirmation(result: dict[str, Any]) -> pd.DataFrame:
+    """Recall and support of each diagnosis per way it was confirmed (HAM10000's ``dx_type``: histo,
+    follow_up, consensus, confocal); empty without 7-class labels or ``dx_type`` (e.g. ISIC 2018 images).
+
+    The class recall hides a shortcut: most internal nevi are follow-up images of one clinic's camera, and a
+    model can recognise those rather than the lesion; the histology-confirmed nevi, like other clinics'
+    excised ones, show what it learned about the nevus itself.
+    """
+    frame = result["frame"]
+    if result["multiclass"] is None or "dx_type" not in frame.columns:
+        return pd.DataFrame(columns=["recall", "support"])
+    predicted = np.asarray(result["class_names"])[result["probs"].argmax(axis=1)]
+    rows = pd.DataFrame(
+        {
+            "class": frame["dx"].to_numpy(),
+            "confirmation": frame["dx_type"].fillna("").astype(str).to_numpy(),
+            "correct": frame["dx"].to_numpy() == predicted,
+        }
+    )
+    rows = rows[rows["confirmation"] != ""]
+    table = rows.groupby(["class", "confirmation"])["correct"].agg(recall="mean", support="size")
+    return table.astype({"support": int})

@@ -40,17 +40,20 @@ def ensemble_model(members: Sequence[keras.Model], name: str = "ensemble") -> ke
     return keras.Model(inputs, layers.Average(name="probabilities")(outputs), name=name)
 
 
-def save_ensemble(checkpoints: Sequence[str | Path], target: str | Path) -> Path:
+def save_ensemble(
+    checkpoints: Sequence[str | Path], target: str | Path, *, half_precision: bool = False
+) -> Path:
     """Load checkpoints of one task and class set (input sizes may differ, see :func:`ensemble_model`), and
     save their ensemble at ``target`` with a sidecar naming its members (each member's own sidecar is kept
-    under ``members``) and the ensemble's input size."""
+    under ``members``) and the ensemble's input size; ``half_precision`` stores its weights as float16 (half
+    the size, see :func:`save_checkpoint`)."""
     loaded = [load_checkpoint(path) for path in checkpoints]
     first = loaded[0][1]
     for _, metadata in loaded[1:]:
         _check_same_task(first, metadata)
     model = ensemble_model([model for model, _ in loaded], name=Path(target).stem)
     metadata = _ensemble_metadata([metadata for _, metadata in loaded], model.inputs[0].shape[1:3])
-    return save_checkpoint(model, target, metadata)
+    return save_checkpoint(model, target, metadata, half_precision=half_precision)
 
 
 def _check_same_task(first: dict[str, Any], other: dict[str, Any]) -> None:
