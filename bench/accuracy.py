@@ -14,7 +14,9 @@ on the internal test partition and on the external ISIC 2018 test images when th
 
 ``--release RUN.json`` trains the released model instead: the same recipe on EVERY partition of HAM10000 for
 the number of epochs that validation run selected (no held-out internal images remain, so it is scored on
-the external set only), with that run's validation-fitted operating point, saved to ``models/release/``.
+the external set only), with that run's validation-fitted operating point, saved to ``models/release/``; the
+record of an ensemble recipe's run releases every member for its own selected epochs and saves their ensemble
+with the ensemble's operating point, its weights in half precision (the 10 MiB limit).
 ``--score CKPT`` scores an existing checkpoint instead of training one (an ensemble made by ``skinlesion
 ensemble``, a released model); ``--against BASE`` adds paired differences to BASE with 95% CIs (the same
 lesions resampled for both), which decide whether a model beats another far more sharply than comparing
@@ -207,16 +209,35 @@ def score_existing(args: argparse.Namespace) -> dict:
 
 
 def read_validation_run(path: Path) -> dict:
-    """The validation run a release is trained after, checked before any training: its selected epoch, head
-    epochs and run name, and the operating point saved beside its checkpoint (the release takes it over)."""
+    """The validation run a release is trained after, checked before any training: each trained model's
+    selected epoch, head epochs and run name, and the operating point saved beside the scored checkpoint (the
+    release takes it over)."""
     fix = "pass the JSON that bench/accuracy.py wrote for the validation run (after it scored the checkpoint)"
     try:
         run = json.loads(path.read_text(encoding="utf-8"))
-        facts = (run["selected_epoch"], run["config"]["epochs"], run["config"]["run_name"], run["checkpoint"])
+        for model in validated_models(run):
+            _ = (model["selected_epoch"], model["config"]["epochs"], model["config"]["run_name"])
+        scored_checkpoint = run["checkpoint"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise DataError(f"Not a usable validation run record ({error!r}).", path, fix) from error
-    load_operating_point(operating_point_path(facts[-1]))
+    load_operating_point(operating_point_path(scored_checkpoint))
     return run
+
+
+def validated_models(run: dict) -> list[dict]:
+    """The records of the models a validation run trained: an ensemble's members, else the run itself."""
+    return run.get("members") or [run]
+
+
+def release_members(members: list[dict], validation_run: dict, record_path: Path) -> list[dict]:
+    """Each member's release settings, paired with its own record in the validation run."""
+    recorded = validated_models(validation_run)
+    if len(recorded) != len(members):
+        raise ConfigError(
+            f"The validation run {record_path} trained {len(recorded)} model(s), the recipe has "
+            f"{len(members)}.\nFix: pass the --config that validation run was trained with."
+        )
+    return [release_settings(member, record) for member, record in zip(members, recorded, strict=True)]
 
 
 def release_settings(training: dict, validation_run: dict) -> dict:
@@ -262,9 +283,9 @@ def _setting(name: str, value: object) -> object:
     return Path(value).name if name == "weights" and isinstance(value, str) and "/" in value else value
 
 
-def release_path(name: str, arch: str) -> Path:
-    """Where --release publishes the model: ``models/release/<name>_<arch>.h5``."""
-    return config.RELEASE_DIR / f"{name}_{arch}.h5"
+def release_path(name: str, archs: list[str]) -> Path:
+    """Where --release publishes: ``models/release/<name>_<arch>.h5``, an ensemble ``<name>_all_data.h5``."""
+    return config.RELEASE_DIR / f"{name}_{archs[0] if len(archs) == 1 else 'all_data'}.h5"
 
 
 def check_release_is_new(target: Path) -> None:
@@ -276,12 +297,16 @@ def check_release_is_new(target: Path) -> None:
         )
 
 
-def publish_release(checkpoint: Path, validation_checkpoint: Path, target: Path) -> Path:
-    """Move the all-data checkpoint to ``target`` with its sidecar and the validation run's operating point
-    (fitted on validation images the released model has since trained on)."""
+def publish_release(checkpoints: list[Path], validation_checkpoint: Path, target: Path) -> Path:
+    """Put the all-data model at ``target`` (one checkpoint moved with its sidecar; several saved as their
+    ensemble in half precision, for the size limit) with the validation run's operating point (fitted on
+    validation images the released model has since trained on)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    sidecar_path(checkpoint).replace(sidecar_path(target))
-    checkpoint.replace(target)
+    if len(checkpoints) > 1:
+        save_ensemble(checkpoints, target, half_precision=True)
+    else:
+        sidecar_path(checkpoints[0]).replace(sidecar_path(target))
+        checkpoints[0].replace(target)
     copy_operating_point(validation_checkpoint, target)
     return target
 
@@ -291,19 +316,15 @@ def run(args: argparse.Namespace) -> dict:
     ensemble) and return the JSON-ready record."""
     name, data_params, members = recipe_parameters(args.config, args.set)
     name = args.name or name
-    if args.release and len(members) > 1:
-        raise ConfigError(
-            f"{args.config} trains an ensemble; --release trains one model.\nFix: release each member's "
-            "recipe with --release and join them with `skinlesion ensemble --operating-point-of`."
-        )
     validation_run = read_validation_run(args.release) if args.release else None
     if validation_run is not None:
-        members = [release_settings(members[0], validation_run)]
+        members = release_members(members, validation_run, args.release)
     source = resolve_data_root(args.data or data_params.get("data_root", "auto"))
     if validation_run is not None:
-        release = config_from_notebook(members[0], label=name, source=source)
-        check_release_matches(release, validation_run, args.release)
-        check_release_is_new(release_path(name, release.arch))
+        releases = [config_from_notebook(member, label=name, source=source) for member in members]
+        for release, record in zip(releases, validated_models(validation_run), strict=True):
+            check_release_matches(release, record, args.release)
+        check_release_is_new(release_path(name, [release.arch for release in releases]))
     frame, split_file = split_dataset(
         source,
         data_params.get("split_name"),
@@ -315,16 +336,14 @@ def run(args: argparse.Namespace) -> dict:
     trainings = [training_record(settings, result) for settings, result in trained]
     started = time.perf_counter()
     external = None if source.is_demo else external_folder(args.external)
-    if len(trained) > 1:
-        checkpoint = save_ensemble(
-            [result.checkpoint_path for _, result in trained],
-            free_path(trained[0][0].path("models") / f"{name}.h5"),
-        )
-    else:
-        checkpoint = trained[0][1].checkpoint_path
+    checkpoints = [result.checkpoint_path for _, result in trained]
     if validation_run is not None:
-        validated = Path(validation_run["checkpoint"])
-        checkpoint = publish_release(checkpoint, validated, release_path(name, trained[0][0].arch))
+        target = release_path(name, [settings.arch for settings, _ in trained])
+        checkpoint = publish_release(checkpoints, Path(validation_run["checkpoint"]), target)
+    elif len(trained) > 1:
+        checkpoint = save_ensemble(checkpoints, free_path(trained[0][0].path("models") / f"{name}.h5"))
+    else:
+        checkpoint = checkpoints[0]
     metrics = evaluate(checkpoint, source.root, external, args.n_bootstrap)
     return {
         **record_header(source, external),

@@ -172,7 +172,7 @@ def test_release_refuses_an_unusable_validation_run_before_training(tmp_path: Pa
 
 
 def test_an_ensemble_recipe_trains_its_members_in_one_budget_and_scores_their_average(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch
 ) -> None:
     """A recipe with members: each trained in turn (the second with what the first left of the budget), one
     ensemble checkpoint scored, each member's record kept, their curves drawn, one Tracking.md row."""
@@ -208,8 +208,31 @@ def test_an_ensemble_recipe_trains_its_members_in_one_budget_and_scores_their_av
     assert "member1=light_cnn [32, 32] seed 42" in row and "member2=light_cnn [40, 40] seed 7" in row
     drawn = {path.name for path in figures.iterdir()}
     assert {"tiny_ensemble_member1_curves.svg", "tiny_ensemble_member2_curves.svg"} <= drawn
-    with pytest.raises(ConfigError, match="trains an ensemble"):  # before any training
-        accuracy.main(["--data", "demo", "--config", str(recipe), "--release", str(output)])
+    _check_ensemble_release(accuracy, argv, output, tmp_path, monkeypatch)
+
+
+def _check_ensemble_release(accuracy, argv, validation_output, tmp_path, monkeypatch) -> None:
+    """--release with an ensemble recipe's record: every member on every partition for its own selected
+    epochs, saved as one half-precision ensemble with the validated ensemble's operating point."""
+    monkeypatch.setattr(config, "RELEASE_DIR", tmp_path / "release")
+    validation = json.loads(validation_output.read_text())
+    with pytest.raises(ConfigError, match="trained 2 model"):  # the recipe without members: refused at once
+        accuracy.main(["--data", "demo", "--release", str(validation_output)])
+    output = tmp_path / "ensemble_release.json"
+    accuracy.main([*argv, "--release", str(validation_output), "--output", str(output)])
+    record = json.loads(output.read_text())
+    released = Path(record["checkpoint"])
+    assert released == tmp_path / "release" / "tiny_ensemble_all_data.h5"
+    sidecar = json.loads(released.with_suffix(".json").read_text())
+    assert sidecar["weights_dtype"] == "float16" and sidecar["trained_on"] == ["test", "train", "val"]
+    for member, validated in zip(record["members"], validation["members"], strict=True):
+        assert member["config"]["train_partitions"] == ["train", "val", "test"]
+        head_epochs = validated["config"]["epochs"]
+        assert member["config"]["fine_tune_epochs"] == max(1, validated["selected_epoch"] - head_epochs)
+    point = json.loads(released.with_suffix(".operating_point.json").read_text())
+    validated_point = Path(validation["checkpoint"]).with_suffix(".operating_point.json")
+    assert point["class_bias"] == json.loads(validated_point.read_text())["class_bias"]
+    assert "internal" not in record["metrics"]  # no held-out internal image is left
 
 
 def test_an_ensemble_recipe_stops_with_its_members_kept_when_the_budget_is_spent(monkeypatch) -> None:
