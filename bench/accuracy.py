@@ -218,8 +218,12 @@ def read_validation_run(path: Path) -> dict:
         for model in validated_models(run):
             _ = (model["selected_epoch"], model["config"]["epochs"], model["config"]["run_name"])
         scored_checkpoint = run["checkpoint"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise DataError(f"Not a usable validation run record ({error!r}).", path, fix) from error
+    if run.get("release_of"):
+        raise DataError(
+            "This record is of a release (trained on every partition), not a validation run.", path, fix
+        )
     load_operating_point(operating_point_path(scored_checkpoint))
     return run
 
@@ -283,9 +287,12 @@ def _setting(name: str, value: object) -> object:
     return Path(value).name if name == "weights" and isinstance(value, str) and "/" in value else value
 
 
-def release_path(name: str, archs: list[str]) -> Path:
-    """Where --release publishes: ``models/release/<name>_<arch>.h5``, an ensemble ``<name>_all_data.h5``."""
-    return config.RELEASE_DIR / f"{name}_{archs[0] if len(archs) == 1 else 'all_data'}.h5"
+def release_path(name: str, archs: list[str], synthetic: bool) -> Path:
+    """Where --release publishes: ``models/release/<name>_<arch>.h5``, an ensemble ``<name>_all_data.h5``; a
+    release of the synthetic demo data goes to the git-ignored ``models/release-synthetic/`` instead, so it is
+    never committed nor taken for the released model."""
+    folder = config.RELEASE_DIR.with_name("release-synthetic") if synthetic else config.RELEASE_DIR
+    return folder / f"{name}_{archs[0] if len(archs) == 1 else 'all_data'}.h5"
 
 
 def check_release_is_new(target: Path) -> None:
@@ -324,7 +331,7 @@ def run(args: argparse.Namespace) -> dict:
         releases = [config_from_notebook(member, label=name, source=source) for member in members]
         for release, record in zip(releases, validated_models(validation_run), strict=True):
             check_release_matches(release, record, args.release)
-        check_release_is_new(release_path(name, [release.arch for release in releases]))
+        check_release_is_new(release_path(name, [release.arch for release in releases], source.is_demo))
     frame, split_file = split_dataset(
         source,
         data_params.get("split_name"),
@@ -338,7 +345,7 @@ def run(args: argparse.Namespace) -> dict:
     external = None if source.is_demo else external_folder(args.external)
     checkpoints = [result.checkpoint_path for _, result in trained]
     if validation_run is not None:
-        target = release_path(name, [settings.arch for settings, _ in trained])
+        target = release_path(name, [settings.arch for settings, _ in trained], source.is_demo)
         checkpoint = publish_release(checkpoints, Path(validation_run["checkpoint"]), target)
     elif len(trained) > 1:
         checkpoint = save_ensemble(checkpoints, free_path(trained[0][0].path("models") / f"{name}.h5"))

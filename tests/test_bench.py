@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
+import h5py
 import pytest
 from builders import save_untrained_checkpoint
 
@@ -111,7 +112,8 @@ def _check_release(accuracy, overrides, validation_output, tmp_path, monkeypatch
     accuracy.main(argv + [item for pair in overrides.items() for item in ("--set", *pair)])
     record = json.loads(output.read_text())
     released = Path(record["checkpoint"])
-    assert released == tmp_path / "release" / f"variant_{overrides['arch']}.h5" and released.is_file()
+    synthetic_releases = tmp_path / "release-synthetic"  # demo data: never in the committed release folder
+    assert released == synthetic_releases / f"variant_{overrides['arch']}.h5" and released.is_file()
     assert record["release_of"] == str(validation_output)
     assert "| variant |" in (tmp_path / "Tracking.md").read_text()  # the row names the --name variant
     assert record["config"]["train_partitions"] == ["train", "val", "test"]
@@ -126,6 +128,8 @@ def _check_release(accuracy, overrides, validation_output, tmp_path, monkeypatch
     with pytest.raises(ConfigError, match=r"(?s)variant_light_cnn.h5 exists.*Fix: choose another --name"):
         accuracy.main(argv + [item for pair in overrides.items() for item in ("--set", *pair)])
     assert released.stat().st_mtime_ns == published  # refused before training, the release untouched
+    with pytest.raises(DataError, match="of a release"):  # a release's own record is no validation run
+        accuracy.main(["--data", "demo", "--release", str(output)])
 
 
 def _check_score(accuracy, trained: Path, tmp_path: Path) -> None:
@@ -165,6 +169,9 @@ def test_release_refuses_an_unusable_validation_run_before_training(tmp_path: Pa
         accuracy.main(["--data", "demo", "--release", str(record)])
     assert str(record) in str(refused.value) and "Fix:" in str(refused.value)
     checkpoint = tmp_path / "without_operating_point.h5"
+    record.write_text("[]")
+    with pytest.raises(DataError, match="Not a usable validation run record"):
+        accuracy.main(["--data", "demo", "--release", str(record)])
     complete = {"config": {"epochs": 1, "run_name": "r"}, "checkpoint": str(checkpoint), "selected_epoch": 3}
     record.write_text(json.dumps(complete))
     with pytest.raises(CheckpointError, match="operating point not found"):
@@ -211,6 +218,13 @@ def test_an_ensemble_recipe_trains_its_members_in_one_budget_and_scores_their_av
     _check_ensemble_release(accuracy, argv, output, tmp_path, monkeypatch)
 
 
+def _datasets(group) -> list[str]:
+    """The paths of every dataset under an h5py group."""
+    found = []
+    group.visititems(lambda name, item: found.append(name) if hasattr(item, "dtype") else None)
+    return found
+
+
 def _check_ensemble_release(accuracy, argv, validation_output, tmp_path, monkeypatch) -> None:
     """--release with an ensemble recipe's record: every member on every partition for its own selected
     epochs, saved as one half-precision ensemble with the validated ensemble's operating point."""
@@ -222,8 +236,11 @@ def _check_ensemble_release(accuracy, argv, validation_output, tmp_path, monkeyp
     accuracy.main([*argv, "--release", str(validation_output), "--output", str(output)])
     record = json.loads(output.read_text())
     released = Path(record["checkpoint"])
-    assert released == tmp_path / "release" / "tiny_ensemble_all_data.h5"
+    assert released == tmp_path / "release-synthetic" / "tiny_ensemble_all_data.h5"
     sidecar = json.loads(released.with_suffix(".json").read_text())
+    with h5py.File(released, "r") as file:
+        stored = {file["model_weights"][name].dtype.name for name in _datasets(file["model_weights"])}
+    assert stored == {"float16"}  # the ensemble's weights in half precision (the 10 MiB limit)
     assert sidecar["weights_dtype"] == "float16" and sidecar["trained_on"] == ["test", "train", "val"]
     for member, validated in zip(record["members"], validation["members"], strict=True):
         assert member["config"]["train_partitions"] == ["train", "val", "test"]

@@ -84,8 +84,8 @@ def save_checkpoint(
     :func:`best_checkpoint`, ``monitor`` and ``val_metric``; missing basics are inferred from the model.
     The git commit, creation time and Keras/TensorFlow versions are added here. ``half_precision`` stores
     the weights as float16, half the file (e.g. an ensemble that must fit a size limit); any Keras loads
-    them back into its float32 model, the probabilities moving by about 1e-3 on average, 0.01 at most (the
-    sidecar records ``weights_dtype``).
+    them back into its float32 model, the probabilities moving by about 1e-3 on average and about 0.01 at
+    most (the sidecar records ``weights_dtype``).
     """
     path = Path(path)
     if path.suffix != CHECKPOINT_SUFFIX:
@@ -115,8 +115,9 @@ def save_checkpoint(
 
 
 def _copy_with_half_precision_weights(source: Path, target: Path) -> None:
-    """Copy the Keras ``.h5`` file ``source`` to ``target`` with its float32 weights stored as float16 (any
-    outside float16's range stay float32); every group, attribute and other dataset as it was."""
+    """Copy the Keras ``.h5`` file ``source`` to ``target`` with its float32 weights stored as float16 (a
+    weight array with a value outside float16's range stays float32); every group, attribute and other
+    dataset's values as they were (HDF5 storage options such as chunking are not carried over)."""
     half_max = float(np.finfo(np.float16).max)
 
     def copy(name: str, item: h5py.Group | h5py.Dataset) -> None:
@@ -124,7 +125,8 @@ def _copy_with_half_precision_weights(source: Path, target: Path) -> None:
             copied = written.require_group(name)
         else:
             data = item[()]
-            weights = name.startswith("model_weights/") and item.dtype == np.float32 and data.size > 0
+            weights = name.startswith("model_weights/") and isinstance(data, np.ndarray) and data.size > 0
+            weights = weights and data.dtype == np.float32
             if weights and np.abs(data).max() < half_max:
                 data = data.astype(np.float16)
             copied = written.create_dataset(name, data=data)

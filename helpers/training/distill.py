@@ -1,5 +1,5 @@
-"""Knowledge distillation: train one model towards the class probabilities of another (typically an ensemble
-too large to release), mixed with the true labels.
+"""Knowledge distillation: train one model towards the class probabilities of another (typically an ensemble,
+three times slower to run and larger), mixed with the true labels.
 
 The teacher predicts every training image once, un-augmented, at its own input size (offline distillation:
 minutes, against running the teacher on every augmented batch; counted in the run's time budget); the

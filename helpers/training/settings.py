@@ -88,10 +88,10 @@ class TrainConfig:
     the from-scratch CNNs; not for a new head, whose average would lag behind its fast start); validation,
     selection and checkpoints then use the averaged weights, which smooths the epoch-to-epoch noise of a
     small validation set. A resumed run continues from them.
-    ``distill_from`` names a teacher checkpoint (e.g. an ensemble too large to release; a relative path from
-    the project root): every training image's target becomes ``(1 - distill_weight) * one_hot(label) +
-    distill_weight * teacher probabilities`` (:mod:`helpers.training.distill`; multiclass only, and the head
-    then trains on images, not cached features).
+    ``distill_from`` names a teacher checkpoint (e.g. an ensemble, slower and larger than one model; a
+    relative path from the project root): every training image's target becomes ``(1 - distill_weight) *
+    one_hot(label) + distill_weight * teacher probabilities`` (:mod:`helpers.training.distill`; multiclass
+    only, and the head then trains on images, not cached features).
     ``mixup_alpha > 0`` blends each training batch's images and targets in pairs, the weight of each
     image's own drawn from ``Beta(alpha, alpha)`` folded to at least 0.5 (:func:`helpers.data.augment.mixup`;
     the head then trains on images too).
