@@ -146,6 +146,18 @@ def save_untrained_checkpoint(
     return save_checkpoint(model, path, {**sidecar, **metadata})
 
 
+def stored_weight_dtypes(path: Path) -> set[str]:
+    """The dtypes of the weight arrays stored in a Keras ``.h5`` file (what is on disk, not what loads)."""
+    import h5py
+
+    stored = set()
+    with h5py.File(path, "r") as file:
+        file["model_weights"].visititems(
+            lambda _, item: stored.add(item.dtype.name) if isinstance(item, h5py.Dataset) else None
+        )
+    return stored
+
+
 def flip_sensitive_model(input_size: tuple[int, int]):
     """Softmax of a fixed random linear map of the pixels into 7 classes: its output changes when the image
     is flipped (a keras.Model)."""

@@ -7,9 +7,8 @@ import json
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
-import h5py
 import pytest
-from builders import save_untrained_checkpoint
+from builders import save_untrained_checkpoint, stored_weight_dtypes
 
 from helpers.core import config
 from helpers.core.errors import CheckpointError, DataError
@@ -218,13 +217,6 @@ def test_an_ensemble_recipe_trains_its_members_in_one_budget_and_scores_their_av
     _check_ensemble_release(accuracy, argv, output, tmp_path, monkeypatch)
 
 
-def _datasets(group) -> list[str]:
-    """The paths of every dataset under an h5py group."""
-    found = []
-    group.visititems(lambda name, item: found.append(name) if hasattr(item, "dtype") else None)
-    return found
-
-
 def _check_ensemble_release(accuracy, argv, validation_output, tmp_path, monkeypatch) -> None:
     """--release with an ensemble recipe's record: every member on every partition for its own selected
     epochs, saved as one half-precision ensemble with the validated ensemble's operating point."""
@@ -238,9 +230,9 @@ def _check_ensemble_release(accuracy, argv, validation_output, tmp_path, monkeyp
     released = Path(record["checkpoint"])
     assert released == tmp_path / "release-synthetic" / "tiny_ensemble_all_data.h5"
     sidecar = json.loads(released.with_suffix(".json").read_text())
-    with h5py.File(released, "r") as file:
-        stored = {file["model_weights"][name].dtype.name for name in _datasets(file["model_weights"])}
-    assert stored == {"float16"}  # the ensemble's weights in half precision (the 10 MiB limit)
+    assert stored_weight_dtypes(released) == {
+        "float16"
+    }  # the ensemble's weights in half precision (the 10 MiB limit)
     assert sidecar["weights_dtype"] == "float16" and sidecar["trained_on"] == ["test", "train", "val"]
     for member, validated in zip(record["members"], validation["members"], strict=True):
         assert member["config"]["train_partitions"] == ["train", "val", "test"]

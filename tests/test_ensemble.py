@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import h5py
 import keras
 import numpy as np
 import pytest
-from builders import save_untrained_checkpoint
+from builders import save_untrained_checkpoint, stored_weight_dtypes
 
 from helpers.apps import cli
 from helpers.apps.export import check_parity, export_model
@@ -132,7 +131,7 @@ def test_half_precision_halves_the_file_and_any_keras_loads_it_as_float32(tmp_pa
     full = save_checkpoint(model, tmp_path / "full.h5", facts)
     half = save_checkpoint(model, tmp_path / "half.h5", facts, half_precision=True)
     assert half.stat().st_size < 0.6 * full.stat().st_size  # weights halved, model config as it was
-    assert _stored_weight_dtypes(half) == {"float16"}
+    assert stored_weight_dtypes(half) == {"float16"}
     plain = keras.models.load_model(half, compile=False)  # no project code needed to open it
     assert {weight.dtype for weight in plain.weights} == {"float32"}
     loaded, metadata = load_checkpoint(half)
@@ -148,14 +147,4 @@ def test_ensemble_command_saves_in_half_precision_when_asked(tmp_path, capsys) -
     assert cli.main(["ensemble", *map(str, members), "--output", str(output), "--half-precision"]) == 0
     assert "in half precision" in capsys.readouterr().out
     assert load_checkpoint(output)[1]["weights_dtype"] == "float16"
-    assert _stored_weight_dtypes(output) == {"float16"}
-
-
-def _stored_weight_dtypes(path) -> set[str]:
-    """The dtypes of the weight arrays stored in a Keras .h5 file."""
-    stored = set()
-    with h5py.File(path, "r") as file:
-        file["model_weights"].visititems(
-            lambda _, item: stored.add(item.dtype.name) if isinstance(item, h5py.Dataset) else None
-        )
-    return stored
+    assert stored_weight_dtypes(output) == {"float16"}

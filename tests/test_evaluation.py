@@ -270,6 +270,8 @@ def test_recall_by_confirmation_splits_each_class_by_dx_type() -> None:
             "dx_type": ["follow_up", "follow_up", "histo", "histo", "histo", ""],
         }
     )
+    frame["image_id"] = [f"ISIC_{index}" for index in range(len(frame))]
+    frame["image_path"] = frame["image_id"] + ".jpg"
     predicted = ["nv", "nv", "mel", "nv", "mel", "nv"]
     probs = np.eye(len(config.CLASS_NAMES))[[config.CLASS_NAMES.index(name) for name in predicted]]
     result = {"frame": frame, "probs": probs, "class_names": config.CLASS_NAMES, "multiclass": {}}

@@ -296,14 +296,8 @@ def recall_by_confirmation(result: dict[str, Any]) -> pd.DataFrame:
     frame = result["frame"]
     if result["multiclass"] is None or "dx_type" not in frame.columns:
         return pd.DataFrame(columns=["recall", "support"])
-    predicted = np.asarray(result["class_names"])[result["probs"].argmax(axis=1)]
-    rows = pd.DataFrame(
-        {
-            "class": frame["dx"].to_numpy(),
-            "confirmation": frame["dx_type"].fillna("").astype(str).to_numpy(),
-            "correct": frame["dx"].to_numpy() == predicted,
-        }
-    )
+    rows = prediction_table(result).rename(columns={"true": "class"})
+    rows["confirmation"] = frame["dx_type"].fillna("").astype(str).to_numpy()
     rows = rows[rows["confirmation"] != ""]
     table = rows.groupby(["class", "confirmation"])["correct"].agg(recall="mean", support="size")
     return table.astype({"support": int})
