@@ -341,6 +341,8 @@ def run(args: argparse.Namespace) -> dict:
     )
     trained = train_members(name, members, args.budget_minutes * 60, source, frame, split_file)
     trainings = [training_record(settings, result) for settings, result in trained]
+    if validation_run is not None:
+        warn_if_cut_short(trainings, args.budget_minutes)
     started = time.perf_counter()
     external = None if source.is_demo else external_folder(args.external)
     checkpoints = [result.checkpoint_path for _, result in trained]
@@ -398,12 +400,27 @@ def train_members(
     return trained
 
 
+def warn_if_cut_short(trainings: list[dict], budget_minutes: float) -> None:
+    """Say which released models the budget stopped before the epochs their validation run selected: such a
+    release is not the validated recipe (its record keeps ``stopped_by_budget``)."""
+    for index, training in enumerate(trainings, start=1):
+        if training["stopped_by_budget"]:
+            model = "{arch} {input_size}".format(**training["config"])
+            print(
+                f"Warning: model {index} of {len(trainings)} ({model}) was "
+                f"stopped by the {budget_minutes:.0f}-minute budget after epoch {training['epochs_run']}, "
+                "before the epoch its validation run selected.\nFix: raise --budget-minutes to "
+                "release the validated recipe (and say that it took longer)."
+            )
+
+
 def training_record(settings: TrainConfig, result: TrainResult) -> dict:
     """What one trained model's record holds: speed, epochs, selected checkpoint, settings and history."""
     return {
         "train_wall_time_s": round(result.wall_time_s, 1),
         "train_images_per_s": round(result.images_per_s, 2),
         "epochs_run": len(result.history.get("epoch", [])),
+        "stopped_by_budget": result.stopped_by_budget,
         "best_val_metric": {result.monitored: result.best_metric},
         "checkpoint": str(result.checkpoint_path),
         "selected_epoch": read_metadata(result.checkpoint_path)["epoch"],
@@ -548,6 +565,13 @@ def track(record: dict, output: Path, tracking: Path | None) -> None:
         params["time_budget_s"] = record["members"][0]["config"]["time_budget_s"]
     else:
         params = {name: record["config"].get(name) for name in (*TRACKED_PARAMS, "time_budget_s")}
+    cut = [
+        str(index)
+        for index, model in enumerate(trained_models(record), start=1)
+        if model.get("stopped_by_budget")
+    ]
+    if cut:
+        params["stopped_by_budget"] = "model " + ", ".join(cut)
     metrics = {"train_minutes": record["train_wall_time_s"] / 60} if trained else {}
     for key in ("internal_tta", "external_tta"):
         if key in record["metrics"]:

@@ -254,6 +254,28 @@ def test_an_ensemble_recipe_stops_with_its_members_kept_when_the_budget_is_spent
     assert "Fix: raise --budget-minutes" in str(stopped.value)
 
 
+def test_a_release_cut_short_by_the_budget_is_named_in_the_output_and_the_tracking_row(
+    tmp_path: Path, capsys
+) -> None:
+    accuracy = _bench_script("accuracy")
+    config_of = {"arch": "mobilenetv2", "input_size": [150, 200], "seed": 1, "time_budget_s": 3600}
+    members = [
+        {"config": config_of, "epochs_run": 9, "stopped_by_budget": flag, "checkpoint": "m.h5"}
+        for flag in (False, True)
+    ]
+    accuracy.warn_if_cut_short(members, 60)
+    printed = capsys.readouterr().out
+    assert (
+        "model 2 of 2 (mobilenetv2 [150, 200]) was stopped by the 60-minute budget after epoch 9" in printed
+    )
+    assert "model 1" not in printed and "Fix: raise --budget-minutes" in printed
+    record = {"name": "r", "is_demo": True, "train_wall_time_s": 60.0, "members": members}
+    record |= {"metrics": {}, "checkpoint": "e.h5"}
+    tracking = tmp_path / "Tracking.md"
+    accuracy.track(record, tmp_path / "r.json", tracking)
+    assert "stopped_by_budget=model 2" in tracking.read_text()
+
+
 def test_the_shipped_ensemble_recipe_is_the_recipe_at_two_sizes_and_on_two_backbones(tmp_path: Path) -> None:
     accuracy = _bench_script("accuracy")
     name, _, members = accuracy.recipe_parameters(config.CONFIGS_DIR / "recipe_cpu_ensemble.yaml", [])

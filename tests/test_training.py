@@ -24,7 +24,7 @@ from helpers.data.splits import make_lesion_split
 from helpers.models.build import backbone_layers
 from helpers.models.checkpoints import load_checkpoint, read_metadata
 from helpers.training.losses import SmoothedSparseCategoricalCrossentropy, class_weights
-from helpers.training.run import TrainingStopped, set_seed, train, training_frames
+from helpers.training.run import TimeBudget, TrainingStopped, set_seed, train, training_frames
 from helpers.training.settings import TrainConfig
 
 SIZE = (64, 64)
@@ -317,9 +317,20 @@ def test_time_budget_stops_after_the_epoch_that_would_overrun_and_skips_fine_tun
     )
     result = train(config, frame)
     assert result.history["epoch"] == [1] and result.history["phase"] == [1]
-    assert result.checkpoint_path.is_file()
+    assert result.checkpoint_path.is_file() and result.stopped_by_budget
     unlimited = train(replace(config, time_budget_s=None, epochs=2, fine_tune_epochs=0), frame)
-    assert unlimited.history["epoch"] == [1, 2]
+    assert unlimited.history["epoch"] == [1, 2] and not unlimited.stopped_by_budget
+
+
+@pytest.mark.parametrize(("epochs_in_fit", "cut"), [(3, True), (1, False)])
+def test_a_budget_spent_at_the_last_epoch_of_a_fit_cuts_nothing(epochs_in_fit: int, cut: bool) -> None:
+    """The budget stops the fit either way; it counts as cutting the run short only when epochs were left."""
+    budget = TimeBudget(seconds=1e-6)
+    budget.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    budget.set_params({"epochs": epochs_in_fit})
+    budget.on_epoch_begin(0)
+    budget.on_epoch_end(0)
+    assert budget.exhausted and budget.model.stop_training and budget.cut_a_phase is cut
 
 
 def test_training_on_every_partition_keeps_the_last_epoch(frame, tmp_path) -> None:

@@ -64,7 +64,8 @@ class TrainResult:
 
     ``images_per_s`` is training images processed (epochs x train images) per second of ``wall_time_s``;
     ``history`` holds per-epoch ``epoch``, ``phase``, ``learning_rate``, ``loss``, ``val_loss``, the
-    monitored metric on the training batches and ``val_{metric}`` on the whole validation set.
+    monitored metric on the training batches and ``val_{metric}`` on the whole validation set;
+    ``stopped_by_budget``: the time budget ended the run before the epochs it was configured for.
     """
 
     model: keras.Model
@@ -76,6 +77,7 @@ class TrainResult:
     version: int
     wall_time_s: float
     images_per_s: float
+    stopped_by_budget: bool = False
 
 
 def training_frames(frame: pd.DataFrame, config: TrainConfig) -> dict[str, pd.DataFrame]:
@@ -226,6 +228,8 @@ class TrainingRun:
             version=self.state.version,
             wall_time_s=wall_time,
             images_per_s=len(self.frames["train"]) * (self.state.epoch - self.first_epoch) / wall_time,
+            stopped_by_budget=self.budget.cut_a_phase
+            or (self.budget.exhausted and self.fine_tunes and 2 not in self.state.finished_phases),
         )
 
     @property
@@ -496,12 +500,14 @@ class TrainingRun:
 
 class TimeBudget(keras.callbacks.Callback):
     """Stop training after the epoch whose successor would end past ``seconds`` from this callback's creation
-    (estimated by the last epoch's duration); ``exhausted`` then stays True. None: no limit."""
+    (estimated by the last epoch's duration); ``exhausted`` then stays True, and ``cut_a_phase`` when epochs
+    of that ``fit`` were left. None: no limit."""
 
     def __init__(self, seconds: float | None):
         super().__init__()
         self.deadline = None if seconds is None else time.perf_counter() + seconds
         self.exhausted = False
+        self.cut_a_phase = False
         self.epoch_started = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
@@ -511,6 +517,7 @@ class TimeBudget(keras.callbacks.Callback):
         now = time.perf_counter()
         if self.deadline is not None and now + (now - self.epoch_started) > self.deadline:
             self.exhausted = True
+            self.cut_a_phase = epoch + 1 < self.params["epochs"]
             self.model.stop_training = True
             print(f"Time budget reached after epoch {epoch + 1}: stopping, keeping the best checkpoint")
 
