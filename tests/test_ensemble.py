@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from builders import save_untrained_checkpoint, stored_weight_dtypes
+from builders import flip_sensitive_model, save_untrained_checkpoint, stored_weight_dtypes
 
 from helpers.apps import cli
 from helpers.apps.export import check_parity, export_model
@@ -40,6 +40,27 @@ def test_ensemble_checkpoint_averages_its_members(tmp_path) -> None:
     assert heatmap.shape == SIZE and probabilities.shape == (7,)
 
 
+def _confident_member(seed: int) -> keras.Model:
+    """An untrained model whose head has a large random bias, so its probabilities are far from uniform."""
+    keras.utils.set_random_seed(seed)
+    model = build_model("light_cnn", input_size=SIZE, weights=None)
+    head = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)][-1]
+    kernel, bias = head.get_weights()
+    head.set_weights([kernel, np.random.default_rng(seed).normal(0.0, 3.0, bias.shape).astype("float32")])
+    return model
+
+
+def test_gradcam_of_an_ensemble_reports_its_mean_probabilities() -> None:
+    """The mean of the members' probabilities is what the demo shows, not a softmax of it."""
+    model = ensemble_model([_confident_member(0), _confident_member(1)])
+    images = np.random.default_rng(4).uniform(0, 255, (2, *SIZE, 3)).astype("float32")
+    expected = model.predict(images, verbose=0)
+    assert expected.max() > 0.3  # far from uniform, where a second softmax would barely show
+    _, class_index, probabilities = gradcam(model, images[0])
+    np.testing.assert_allclose(probabilities, expected[0], atol=1e-5)
+    assert class_index == int(np.argmax(expected[0]))
+
+
 def test_members_of_other_input_sizes_see_the_image_resized(tmp_path) -> None:
     """An ensemble across input sizes takes the largest and resizes in front of the smaller member, so it is
     still one model for evaluation, Grad-CAM and every tool that reads its input size."""
@@ -57,6 +78,48 @@ def test_members_of_other_input_sizes_see_the_image_resized(tmp_path) -> None:
     np.testing.assert_allclose(model.predict(images, verbose=0), expected, atol=1e-5)
     heatmap, _, probabilities = gradcam(model, images[0])
     assert heatmap.shape == large_size and probabilities.shape == (7,)
+
+
+def test_one_checkpoint_read_at_a_larger_size_is_that_model_on_the_resized_image(tmp_path, capsys) -> None:
+    """Test-time smoothing: the model reads the larger image and resizes it down to the member's own size
+    inside the graph; its head stays the output, so Grad-CAM explains it like the member itself."""
+    read_size = (48, 60)
+    member = save_untrained_checkpoint(tmp_path / "member.h5", input_size=SIZE)
+    output = tmp_path / "smoothed.h5"
+    argv = ["ensemble", str(member), "--input-size", *map(str, read_size), "--output", str(output)]
+    assert cli.main(argv) == 0
+    assert "read at 48x60" in capsys.readouterr().out
+    model, metadata = load_checkpoint(output)
+    assert metadata["input_size"] == list(read_size) and len(metadata["members"]) == 1
+    images = np.random.default_rng(3).uniform(0, 255, (3, *read_size, 3)).astype("float32")
+    resized = keras.ops.image.resize(images, SIZE, interpolation="bilinear")
+    expected = load_checkpoint(member)[0].predict(resized, verbose=0)
+    np.testing.assert_allclose(model.predict(images, verbose=0), expected, atol=1e-5)
+    heatmap, _, probabilities = gradcam(model, images[0])
+    assert heatmap.shape == read_size
+    np.testing.assert_allclose(probabilities, expected[0], atol=1e-5)
+
+
+def test_the_read_image_is_resized_whole_and_bilinearly() -> None:
+    """Another aspect ratio is squeezed, not cropped, and bilinear: a model of the raw pixels tells apart."""
+    member = flip_sensitive_model(SIZE)
+    model = ensemble_model([member], input_size=(48, 48))
+    images = np.random.default_rng(5).uniform(0, 255, (2, 48, 48, 3)).astype("float32")
+    resized = keras.ops.image.resize(images, SIZE, interpolation="bilinear")
+    np.testing.assert_allclose(
+        model.predict(images, verbose=0), member.predict(resized, verbose=0), atol=1e-5
+    )
+
+
+def test_an_input_size_must_cover_every_member(tmp_path) -> None:
+    members = [
+        load_checkpoint(save_untrained_checkpoint(tmp_path / f"m{index}.h5", input_size=size))[0]
+        for index, size in enumerate((SIZE, (48, 60)))
+    ]
+    with pytest.raises(CheckpointError, match="smaller than a member's 48x60"):
+        ensemble_model(members, input_size=(48, 50))
+    with pytest.raises(CheckpointError, match="at least two members, or one read at a larger"):
+        ensemble_model(members[:1], input_size=SIZE)
 
 
 def test_an_ensemble_across_input_sizes_exports_to_onnx_with_parity(tmp_path) -> None:

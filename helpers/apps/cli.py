@@ -227,7 +227,13 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _configure_ensemble(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("members", nargs="+", type=Path, metavar="CKPT", help="two or more checkpoints")
+    parser.add_argument(
+        "members",
+        nargs="+",
+        type=Path,
+        metavar="CKPT",
+        help="two or more checkpoints (one with --input-size)",
+    )
     parser.add_argument("--output", type=Path, required=True, metavar="ENSEMBLE.h5", help="where to save it")
     parser.add_argument(
         "--operating-point-of",
@@ -235,6 +241,15 @@ def _configure_ensemble(parser: argparse.ArgumentParser) -> None:
         metavar="CKPT",
         help="use this checkpoint's operating point (members trained on every partition: give the ensemble "
         "of their train-only counterparts, evaluated once)",
+    )
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        metavar=("HEIGHT", "WIDTH"),
+        help="read images at this size (default: the largest member's) and resize them down inside the model "
+        "for each smaller member; one checkpoint read larger than its own (under 2x per side: bilinear "
+        "without antialiasing skips pixels beyond that) is a test-time smoothing of it",
     )
     parser.add_argument(
         "--half-precision",
@@ -267,7 +282,7 @@ SUBCOMMANDS: list[Subcommand] = [
     ),
     Subcommand(
         "ensemble",
-        "save checkpoints as one model averaging their probabilities",
+        "save checkpoints as one model averaging their probabilities (or one read larger: smoothing)",
         _configure_ensemble,
         _ensemble,
     ),

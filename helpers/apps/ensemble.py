@@ -1,6 +1,6 @@
-"""``skinlesion ensemble``: save several checkpoints as one model, the mean of their probabilities (see
-:mod:`helpers.models.ensemble`), with the operating point it should use when its members trained on every
-partition."""
+"""``skinlesion ensemble``: save several checkpoints as one model, the mean of their probabilities, or one
+checkpoint read at a larger size (see :mod:`helpers.models.ensemble`), with the operating point it should use
+when its members trained on every partition."""
 
 from __future__ import annotations
 
@@ -18,9 +18,13 @@ def ensemble_command(args: argparse.Namespace) -> int:
     """Save the ensemble; with --operating-point-of, copy that checkpoint's operating point to it."""
     if args.operating_point_of is not None:  # a missing or bad one fails before anything is written
         load_operating_point(operating_point_path(args.operating_point_of))
-    target = save_ensemble(args.members, args.output, half_precision=args.half_precision)
+    target = save_ensemble(
+        args.members, args.output, half_precision=args.half_precision, input_size=args.input_size
+    )
     precision = " in half precision" if args.half_precision else ""
-    print(f"Saved the ensemble of {len(args.members)} checkpoints{precision} to {target} (sidecar: .json)")
+    size = "" if args.input_size is None else f", read at {args.input_size[0]}x{args.input_size[1]}"
+    count = f"{len(args.members)} checkpoint{'s' if len(args.members) > 1 else ''}"
+    print(f"Saved the ensemble of {count}{size}{precision} to {target} (sidecar: .json)")
     if args.operating_point_of is not None:
         copied = copy_operating_point(args.operating_point_of, target)
         print(f"Operating point of {args.operating_point_of}: {copied}")

@@ -181,9 +181,22 @@ def _forward(
     return features, _logits(head, head_inputs, head_outputs), outputs
 
 
+def _gives_probabilities(head: keras.layers.Layer) -> bool:
+    """Whether the head outputs probabilities: a softmax or sigmoid, or the mean of such heads (an ensemble
+    saved by :mod:`helpers.models.ensemble`), which must not be squashed a second time."""
+    if _activation_name(head) in PROBABILITY_ACTIVATIONS:
+        return True
+    if isinstance(head, keras.layers.Average):
+        producers = [tensor._keras_history.operation for tensor in head.input]
+        return all(
+            _gives_probabilities(_output_layer(op) if isinstance(op, keras.Model) else op) for op in producers
+        )
+    return False
+
+
 def _probabilities(head: keras.layers.Layer, logits: tf.Tensor, outputs: tf.Tensor) -> np.ndarray:
     """The model outputs when they are probabilities, else softmax/sigmoid of the logit outputs."""
-    if _activation_name(head) in PROBABILITY_ACTIVATIONS:
+    if _gives_probabilities(head):
         return np.asarray(outputs, dtype=np.float32)
     squash = tf.sigmoid if logits.shape[-1] == 1 else tf.nn.softmax
     return squash(logits).numpy()

@@ -15,19 +15,29 @@ from helpers.data.splits import same_split_file
 from helpers.models.checkpoints import load_checkpoint, save_checkpoint, trained_partitions
 
 
-def ensemble_model(members: Sequence[keras.Model], name: str = "ensemble") -> keras.Model:
+def ensemble_model(
+    members: Sequence[keras.Model], name: str = "ensemble", input_size: Sequence[int] | None = None
+) -> keras.Model:
     """One functional model returning the mean of the members' probabilities; each member is nested under
     the name ``member_<i>`` (its own layer names stay as they were). Members may differ in input size: the
-    ensemble takes the largest (most pixels) and resizes the image (bilinear) in front of each smaller
-    member, so no member sees less detail than it was trained on."""
-    if len(members) < 2:
-        raise CheckpointError("An ensemble needs at least two members.")
+    ensemble takes the largest (most pixels), or ``input_size`` (height, width) when given, and resizes the
+    image (bilinear) in front of each smaller member, so no member sees less detail than it was trained on.
+    One member read at a larger ``input_size`` is a test-time smoothing of that model: the down-resize softens
+    the image as training's warps soften every training image (docs/results.md). Keep it under 2x per side:
+    the resize has no antialiasing and skips pixels beyond that."""
+    if not members:
+        raise CheckpointError("An ensemble needs at least one member.")
     widths = {(model.inputs[0].shape[-1], model.outputs[0].shape[-1]) for model in members}
     if len(widths) != 1:
         raise CheckpointError(
             f"Ensemble members must share input channels and output width: {sorted(widths)}."
         )
-    shape = max((tuple(model.inputs[0].shape[1:]) for model in members), key=lambda hwc: hwc[0] * hwc[1])
+    shape = _read_shape(members, input_size)
+    if len(members) == 1 and shape == tuple(members[0].inputs[0].shape[1:]):
+        raise CheckpointError(
+            "An ensemble needs at least two members, or one read at a larger input size.\n"
+            "Fix: give more checkpoints, or --input-size larger than the model's own to smooth it."
+        )
     inputs = keras.Input(shape=shape, name="image")
     outputs = []
     for index, model in enumerate(members):
@@ -37,21 +47,43 @@ def ensemble_model(members: Sequence[keras.Model], name: str = "ensemble") -> ke
             member_input = layers.Resizing(height, width, name=f"resize_{index}")(inputs)
         member = keras.Model(model.inputs, model.outputs[0], name=f"member_{index}")
         outputs.append(member(member_input, training=False))  # an ensemble is only ever inferred
+    if len(outputs) == 1:  # the member's own head stays the output, so Grad-CAM reads its logits
+        return keras.Model(inputs, outputs[0], name=name)
     return keras.Model(inputs, layers.Average(name="probabilities")(outputs), name=name)
 
 
+def _read_shape(members: Sequence[keras.Model], input_size: Sequence[int] | None) -> tuple[int, int, int]:
+    """The ensemble's input shape: the largest member's, or ``input_size`` when it covers every member's."""
+    shapes = [tuple(model.inputs[0].shape[1:]) for model in members]
+    if input_size is None:
+        return max(shapes, key=lambda hwc: hwc[0] * hwc[1])
+    height, width = (int(side) for side in input_size)
+    smaller = [hwc[:2] for hwc in shapes if hwc[0] > height or hwc[1] > width]
+    if smaller:
+        raise CheckpointError(
+            f"Input size {height}x{width} is smaller than a member's {smaller[0][0]}x{smaller[0][1]}: that "
+            "member would see less detail than it was trained on.\nFix: give an input size at least as large "
+            "as every member's in both sides."
+        )
+    return (height, width, shapes[0][2])
+
+
 def save_ensemble(
-    checkpoints: Sequence[str | Path], target: str | Path, *, half_precision: bool = False
+    checkpoints: Sequence[str | Path],
+    target: str | Path,
+    *,
+    half_precision: bool = False,
+    input_size: Sequence[int] | None = None,
 ) -> Path:
-    """Load checkpoints of one task and class set (input sizes may differ, see :func:`ensemble_model`), and
-    save their ensemble at ``target`` with a sidecar naming its members (each member's own sidecar is kept
-    under ``members``) and the ensemble's input size; ``half_precision`` stores its weights as float16 (half
-    the size, see :func:`save_checkpoint`)."""
+    """Load checkpoints of one task and class set (input sizes may differ, see :func:`ensemble_model`, which
+    also says what ``input_size`` does), and save their ensemble at ``target`` with a sidecar naming its
+    members (each member's own sidecar is kept under ``members``) and the ensemble's input size;
+    ``half_precision`` stores its weights as float16 (half the size, see :func:`save_checkpoint`)."""
     loaded = [load_checkpoint(path) for path in checkpoints]
     first = loaded[0][1]
     for _, metadata in loaded[1:]:
         _check_same_task(first, metadata)
-    model = ensemble_model([model for model, _ in loaded], name=Path(target).stem)
+    model = ensemble_model([model for model, _ in loaded], name=Path(target).stem, input_size=input_size)
     metadata = _ensemble_metadata([metadata for _, metadata in loaded], model.inputs[0].shape[1:3])
     return save_checkpoint(model, target, metadata, half_precision=half_precision)
 
