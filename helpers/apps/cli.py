@@ -244,9 +244,9 @@ def _configure_ensemble(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--input-size",
-        type=int,
+        type=POSITIVE_INT,
         nargs=2,
-        metavar=("HEIGHT", "WIDTH"),
+        metavar=("H", "W"),
         help="read images at this size (default: the largest member's) and resize them down inside the model "
         "for each smaller member; one checkpoint read larger than its own (under 2x per side: bilinear "
         "without antialiasing skips pixels beyond that) is a test-time smoothing of it",
@@ -282,7 +282,7 @@ SUBCOMMANDS: list[Subcommand] = [
     ),
     Subcommand(
         "ensemble",
-        "save checkpoints as one model averaging their probabilities (or one read larger: smoothing)",
+        "save checkpoints as one model (their mean), or one read larger",
         _configure_ensemble,
         _ensemble,
     ),
