@@ -100,6 +100,22 @@ def test_one_checkpoint_read_at_a_larger_size_is_that_model_on_the_resized_image
     np.testing.assert_allclose(probabilities, expected[0], atol=1e-5)
 
 
+def test_saved_ensembles_among_the_checkpoints_give_their_members(tmp_path) -> None:
+    """Two saved ensembles (e.g. two seeds' releases) ensembled again: every member counts once, at the read
+    size the saved ensembles used (nested, their repeated member names cannot share one HDF5 file)."""
+    read_size = (48, 60)
+    first, second, third = (save_untrained_checkpoint(tmp_path / f"m{i}.h5", input_size=SIZE) for i in "abc")
+    pair = save_ensemble([first, second], tmp_path / "pair.h5", input_size=read_size)
+    smoothed = save_ensemble([third], tmp_path / "smoothed.h5", input_size=read_size)
+    model, metadata = load_checkpoint(save_ensemble([pair, smoothed], tmp_path / "both.h5"))
+    assert metadata["input_size"] == list(read_size) and len(metadata["members"]) == 3
+    images = np.random.default_rng(5).uniform(0, 255, (3, *read_size, 3)).astype("float32")
+    resized = keras.ops.image.resize(images, SIZE, interpolation="bilinear")
+    members = (first, second, third)
+    expected = np.mean([load_checkpoint(path)[0].predict(resized, verbose=0) for path in members], axis=0)
+    np.testing.assert_allclose(model.predict(images, verbose=0), expected, atol=1e-5)
+
+
 def test_the_read_image_is_resized_whole_and_bilinearly() -> None:
     """Another aspect ratio is squeezed, not cropped, and bilinear: a model of the raw pixels tells apart."""
     member = flip_sensitive_model(SIZE)

@@ -232,7 +232,7 @@ def _configure_ensemble(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         type=Path,
         metavar="CKPT",
-        help="two or more checkpoints (one with --input-size)",
+        help="two or more checkpoints (one with --input-size); a saved ensemble gives its members",
     )
     parser.add_argument("--output", type=Path, required=True, metavar="ENSEMBLE.h5", help="where to save it")
     parser.add_argument(

@@ -78,14 +78,28 @@ def save_ensemble(
     """Load checkpoints of one task and class set (input sizes may differ, see :func:`ensemble_model`, which
     also says what ``input_size`` does), and save their ensemble at ``target`` with a sidecar naming its
     members (each member's own sidecar is kept under ``members``) and the ensemble's input size;
-    ``half_precision`` stores its weights as float16 (half the size, see :func:`save_checkpoint`)."""
+    ``half_precision`` stores its weights as float16 (half the size, see :func:`save_checkpoint`). A saved
+    ensemble among the checkpoints gives its members: every member counts once, read at least at the size
+    the saved ensemble read."""
     loaded = [load_checkpoint(path) for path in checkpoints]
     first = loaded[0][1]
     for _, metadata in loaded[1:]:
         _check_same_task(first, metadata)
-    model = ensemble_model([model for model, _ in loaded], name=Path(target).stem, input_size=input_size)
-    metadata = _ensemble_metadata([metadata for _, metadata in loaded], model.inputs[0].shape[1:3])
+    if input_size is None:
+        input_size = _read_shape([model for model, _ in loaded], None)[:2]
+    members = [member for model, metadata in loaded for member in _members_of(model, metadata)]
+    model = ensemble_model([model for model, _ in members], name=Path(target).stem, input_size=input_size)
+    metadata = _ensemble_metadata([metadata for _, metadata in members], model.inputs[0].shape[1:3])
     return save_checkpoint(model, target, metadata, half_precision=half_precision)
+
+
+def _members_of(model: keras.Model, metadata: dict[str, Any]) -> list[tuple[keras.Model, dict[str, Any]]]:
+    """The models a checkpoint adds to an ensemble: itself, or a saved ensemble's members with their own
+    sidecars (nesting ensembles would repeat the ``member_<i>`` names, which one HDF5 file cannot hold)."""
+    if metadata.get("arch") != "ensemble":
+        return [(model, metadata)]
+    member_metadata = metadata.get("members", [])
+    return [(model.get_layer(f"member_{index}"), member) for index, member in enumerate(member_metadata)]
 
 
 def _check_same_task(first: dict[str, Any], other: dict[str, Any]) -> None:
