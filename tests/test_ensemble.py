@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -114,6 +116,20 @@ def test_saved_ensembles_among_the_checkpoints_give_their_members(tmp_path) -> N
     members = (first, second, third)
     expected = np.mean([load_checkpoint(path)[0].predict(resized, verbose=0) for path in members], axis=0)
     np.testing.assert_allclose(model.predict(images, verbose=0), expected, atol=1e-5)
+
+
+def test_a_saved_ensemble_is_never_read_smaller_nor_with_a_damaged_sidecar(tmp_path) -> None:
+    """A smaller --input-size would silently undo a saved ensemble's smoothing; a sidecar whose member list
+    does not match the model's members cannot say which member is which: both are clear errors."""
+    first, second = (save_untrained_checkpoint(tmp_path / f"m{i}.h5", input_size=SIZE) for i in "ab")
+    smoothed = save_ensemble([first], tmp_path / "smoothed.h5", input_size=(48, 60))
+    with pytest.raises(CheckpointError, match="smaller than"):
+        save_ensemble([smoothed, second], tmp_path / "small.h5", input_size=SIZE)
+    sidecar = smoothed.with_suffix(".json")
+    metadata = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({**metadata, "members": metadata["members"] * 2}))
+    with pytest.raises(CheckpointError, match=r"smoothed\.h5: its sidecar lists 2 ensemble members"):
+        save_ensemble([smoothed, second], tmp_path / "damaged.h5")
 
 
 def test_the_read_image_is_resized_whole_and_bilinearly() -> None:

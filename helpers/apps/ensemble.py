@@ -11,6 +11,7 @@ from helpers.evaluation.operating_point import (
     load_operating_point,
     operating_point_path,
 )
+from helpers.models.checkpoints import read_metadata
 from helpers.models.ensemble import save_ensemble
 
 
@@ -23,7 +24,8 @@ def ensemble_command(args: argparse.Namespace) -> int:
     )
     precision = " in half precision" if args.half_precision else ""
     size = "" if args.input_size is None else f", read at {args.input_size[0]}x{args.input_size[1]}"
-    count = f"{len(args.members)} checkpoint{'s' if len(args.members) > 1 else ''}"
+    members = len(read_metadata(target)["members"])
+    count = f"{members} member{'s' if members > 1 else ''}"
     print(f"Saved the ensemble of {count}{size}{precision} to {target} (sidecar: .json)")
     if args.operating_point_of is not None:
         copied = copy_operating_point(args.operating_point_of, target)

@@ -14,6 +14,9 @@ from helpers.core.errors import CheckpointError
 from helpers.data.splits import same_split_file
 from helpers.models.checkpoints import load_checkpoint, save_checkpoint, trained_partitions
 
+ENSEMBLE_ARCH = "ensemble"
+"""The ``arch`` an ensemble's sidecar records (its members keep their own)."""
+
 
 def ensemble_model(
     members: Sequence[keras.Model], name: str = "ensemble", input_size: Sequence[int] | None = None
@@ -79,27 +82,42 @@ def save_ensemble(
     also says what ``input_size`` does), and save their ensemble at ``target`` with a sidecar naming its
     members (each member's own sidecar is kept under ``members``) and the ensemble's input size;
     ``half_precision`` stores its weights as float16 (half the size, see :func:`save_checkpoint`). A saved
-    ensemble among the checkpoints gives its members: every member counts once, read at least at the size
-    the saved ensemble read."""
+    ensemble among the checkpoints gives its members: all members weigh the same (1/N), and the ensemble
+    reads at least the size the saved ensemble read."""
     loaded = [load_checkpoint(path) for path in checkpoints]
     first = loaded[0][1]
     for _, metadata in loaded[1:]:
         _check_same_task(first, metadata)
-    if input_size is None:
+    saved_ensembles = [model for model, metadata in loaded if metadata.get("arch") == ENSEMBLE_ARCH]
+    if saved_ensembles and input_size is None:  # the read size nesting them would have had
         input_size = _read_shape([model for model, _ in loaded], None)[:2]
-    members = [member for model, metadata in loaded for member in _members_of(model, metadata)]
+    for saved in saved_ensembles:
+        _read_shape([saved], input_size)  # never read smaller than the saved ensemble did
+    members = [
+        member
+        for path, (model, metadata) in zip(checkpoints, loaded, strict=True)
+        for member in _members_of(path, model, metadata)
+    ]
     model = ensemble_model([model for model, _ in members], name=Path(target).stem, input_size=input_size)
     metadata = _ensemble_metadata([metadata for _, metadata in members], model.inputs[0].shape[1:3])
     return save_checkpoint(model, target, metadata, half_precision=half_precision)
 
 
-def _members_of(model: keras.Model, metadata: dict[str, Any]) -> list[tuple[keras.Model, dict[str, Any]]]:
+def _members_of(
+    path: str | Path, model: keras.Model, metadata: dict[str, Any]
+) -> list[tuple[keras.Model, dict[str, Any]]]:
     """The models a checkpoint adds to an ensemble: itself, or a saved ensemble's members with their own
     sidecars (nesting ensembles would repeat the ``member_<i>`` names, which one HDF5 file cannot hold)."""
-    if metadata.get("arch") != "ensemble":
+    if metadata.get("arch") != ENSEMBLE_ARCH:
         return [(model, metadata)]
-    member_metadata = metadata.get("members", [])
-    return [(model.get_layer(f"member_{index}"), member) for index, member in enumerate(member_metadata)]
+    recorded = metadata.get("members", [])
+    nested = [layer for layer in model.layers if layer.name.startswith("member_")]
+    if not recorded or len(recorded) != len(nested):
+        raise CheckpointError(
+            f"{path}: its sidecar lists {len(recorded)} ensemble members, its model holds {len(nested)}.\n"
+            "Fix: give the member checkpoints themselves, or restore the sidecar saved with this ensemble."
+        )
+    return [(model.get_layer(f"member_{index}"), member) for index, member in enumerate(recorded)]
 
 
 def _check_same_task(first: dict[str, Any], other: dict[str, Any]) -> None:
@@ -120,7 +138,7 @@ def _ensemble_metadata(members: Sequence[dict[str, Any]], input_size: Sequence[i
         "task": first["task"],
         "class_names": first["class_names"],
         "input_size": [int(side) for side in input_size],
-        "arch": "ensemble",
+        "arch": ENSEMBLE_ARCH,
         "split_file": _shared_split([member.get("split_file") for member in members]),
         "trained_on": trained_on,
         "params": {},
