@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from builders import save_untrained_checkpoint
 from PIL import Image
 
 from helpers.apps.cli import main
@@ -150,6 +151,27 @@ def test_adopt_command_prints_parity_and_checks_declarations(fixtures_dir, tmp_p
     assert main(["adopt", str(original), "--task", "multiclass"]) == 2
     assert "--preprocessing is needed" in capsys.readouterr().err
     assert not (tmp_path / "b.h5").exists() and not (tmp_path / "c.h5").exists()
+
+
+def test_a_project_checkpoint_or_a_bad_output_is_refused_before_the_parity_check(
+    fixtures_dir, tmp_path, monkeypatch
+):
+    """Adopting the project's own checkpoint (e.g. the release) is a mistake, and a bad --output must fail
+    before the parity check, not after it."""
+    own = save_untrained_checkpoint(tmp_path / "own.h5", input_size=(32, 40))
+    with pytest.raises(CheckpointError, match="already a checkpoint of this project"):
+        adopt_checkpoint(own, task="multiclass", preprocessing="none", input_size=(32, 40))
+
+    def no_parity(*args, **kwargs):
+        raise AssertionError("the parity check ran before the output was checked")
+
+    monkeypatch.setattr("helpers.models.adopt.original_outputs", no_parity)
+    original = fixtures_dir / "custom_sepconv_7class_64.h5"
+    options = {"task": "multiclass", "preprocessing": "none", "input_size": (64, 64)}
+    with pytest.raises(CheckpointError, match=r"must end in \.h5"):
+        adopt_checkpoint(original, output=tmp_path / "custom.keras", **options)
+    with pytest.raises(CheckpointError, match="Refusing to overwrite"):
+        adopt_checkpoint(original, output=own, **options)
 
 
 # ---------------------------------------------------------------- other Keras 2 layouts, made by tf-keras

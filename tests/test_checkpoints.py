@@ -258,3 +258,33 @@ def test_a_class_mismatch_shows_a_few_names_and_the_count():
     assert "['class_0', 'class_1', 'class_2', 'class_3', 'class_4', 'class_5', ..., 'class_999']" in message
     assert "(1000 classes)" in message and "class_500" not in message and len(message) < 500
     assert str(list(config.CLASS_NAMES)) in message  # seven names are shown whole
+
+
+def test_a_sidecar_for_another_input_size_is_refused(tmp_path, light_model):
+    path = checkpoints.save_checkpoint(light_model, tmp_path / "a.h5", METADATA)
+    sidecar = checkpoints.sidecar_path(path)
+    sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "input_size": [150, 200]}))
+    with pytest.raises(CheckpointError, match="belongs to another model") as error:
+        checkpoints.load_checkpoint(path)
+    assert str(sidecar) in str(error.value) and "64x64" in str(error.value) and "Fix:" in str(error.value)
+
+
+def test_a_model_taking_any_size_loads_with_the_recorded_one(tmp_path):
+    inputs = keras.Input((None, None, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(2, 3)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(pooled))
+    path = checkpoints.save_checkpoint(model, tmp_path / "any.h5", {**METADATA, "input_size": [32, 48]})
+    assert checkpoints.load_checkpoint(path)[1]["input_size"] == [32, 48]
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["{}", "[]", '"model"', '{"task": "multiclass", "class_names": [], "input_size": "64x64"}'],
+)
+def test_a_sidecar_that_is_not_a_checkpoint_record_is_refused(tmp_path, light_model, content):
+    path = tmp_path / "a.h5"
+    light_model.save(path)
+    checkpoints.sidecar_path(path).write_text(content)
+    with pytest.raises(CheckpointError, match=r"a\.json (is not|holds)") as error:
+        checkpoints.load_checkpoint(path)
+    assert "Fix:" in str(error.value)

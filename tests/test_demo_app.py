@@ -141,6 +141,7 @@ def test_tiny_image_is_answered_with_a_warning(client, tmp_path):
     tiny = write_noise_image(tmp_path / "tiny.png", 0, (1, 1))
     _, _, decision, _ = client.predict(gradio_client.handle_file(str(tiny)), api_name="/predict")
     assert "\nWarning: image of 1x1 pixels is far smaller than the model input of 128x96" in decision
+    assert "(almost) one flat colour" in decision  # one pixel enlarged: blank, as the predict command says
 
 
 def test_corrupt_checkpoint_fails_at_startup(tmp_path):

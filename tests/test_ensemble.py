@@ -132,6 +132,18 @@ def test_a_saved_ensemble_is_never_read_smaller_nor_with_a_damaged_sidecar(tmp_p
         save_ensemble([smoothed, second], tmp_path / "damaged.h5")
 
 
+def test_a_checkpoint_given_twice_or_a_lone_saved_ensemble_is_refused(tmp_path) -> None:
+    """A repeated checkpoint would silently count double; a saved ensemble alone would only be copied (losing
+    its operating point): both are clear errors, and nothing is written."""
+    first, second = (save_untrained_checkpoint(tmp_path / f"m{i}.h5", input_size=SIZE) for i in "ab")
+    with pytest.raises(CheckpointError, match="given twice"):
+        save_ensemble([first, second, tmp_path / "." / first.name], tmp_path / "twice.h5")
+    pair = save_ensemble([first, second], tmp_path / "pair.h5")
+    with pytest.raises(CheckpointError, match="already an ensemble"):
+        save_ensemble([pair], tmp_path / "copy.h5")
+    assert not (tmp_path / "twice.h5").exists() and not (tmp_path / "copy.h5").exists()
+
+
 def test_the_read_image_is_resized_whole_and_bilinearly() -> None:
     """Another aspect ratio is squeezed, not cropped, and bilinear: a model of the raw pixels tells apart."""
     member = flip_sensitive_model(SIZE)
@@ -216,7 +228,8 @@ def test_ensemble_command_saves_one_model_with_a_borrowed_operating_point(tmp_pa
     unvalidated = ["ensemble", *map(str, members), "--output", str(tmp_path / "other.h5")]
     assert cli.main([*unvalidated, "--operating-point-of", str(members[0])]) == cli.ERROR_EXIT_CODE
     assert "operating point not found" in capsys.readouterr().err and not (tmp_path / "other.h5").exists()
-    assert cli.main(["ensemble", str(members[0]), "--output", str(output)]) == cli.ERROR_EXIT_CODE
+    alone = ["ensemble", str(members[0]), "--output", str(tmp_path / "one.h5")]
+    assert cli.main(alone) == cli.ERROR_EXIT_CODE
     assert "at least two" in capsys.readouterr().err
 
 

@@ -215,6 +215,14 @@ def test_bad_requests_raise_export_error(checkpoint, fmt, quantize, message, tmp
     assert not any(tmp_path.iterdir())
 
 
+def test_out_folder_that_is_a_file_is_refused_and_kept(checkpoint, tmp_path):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("keep me")
+    with pytest.raises(ExportError, match="is a file, not a folder"):
+        export_model(checkpoint, "keras", out_dir=afile)
+    assert afile.read_text() == "keep me"
+
+
 def test_corrupt_or_missing_checkpoint_raises_checkpoint_error(tmp_path):
     corrupt = tmp_path / "broken.h5"
     corrupt.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)

@@ -13,6 +13,7 @@ from builders import (
     damage_jpeg_middle,
     save_operating_point_beside,
     save_untrained_checkpoint,
+    write_image_rgb,
     write_noise_image,
 )
 
@@ -196,6 +197,37 @@ def test_far_smaller_images_are_predicted_with_a_warning(checkpoint, tmp_path, c
     ]
 
 
+def test_blank_images_are_predicted_with_a_warning(checkpoint, tmp_path):
+    black = write_image_rgb(tmp_path / "black.png", np.zeros((60, 80, 3), dtype=np.uint8))
+    red = write_image_rgb(tmp_path / "red.jpg", np.full((60, 80, 3), (200, 30, 40), dtype=np.uint8))
+    lesion = write_noise_image(tmp_path / "lesion.jpg", 4, (60, 80))
+    table = predict_images(checkpoint, [black, red, lesion], progress=False)
+    assert (table["error"] == "").all() and table["predicted"].ne("").all()
+    assert (
+        table["warning"]
+        .iloc[0]
+        .startswith("image is (almost) one flat colour (pixel standard deviation 0.0)")
+    )
+    assert "one flat colour" in table["warning"].iloc[1] and table["warning"].iloc[2] == ""
+
+
+def test_broken_links_in_a_folder_are_skipped_with_the_reason(tmp_path):
+    folder = tmp_path / "links"
+    write_noise_image(folder / "good.png", 5)
+    (folder / "broken.jpg").symlink_to(tmp_path / "nonexistent" / "x.jpg")
+    (folder / "loop.jpg").symlink_to("loop.jpg")
+    paths, skipped = image_paths([], folder)
+    assert paths == [folder / "good.png"]
+    assert skipped == [
+        "broken.jpg: broken link (No such file or directory)",
+        "loop.jpg: broken link (Too many levels of symbolic links)",
+    ]
+    (folder / "good.png").rename(folder / ".good.png")
+    with pytest.raises(DataError, match="No image files") as error:
+        image_paths([], folder)
+    assert "  .good.png: hidden file\n  broken.jpg: broken link" in str(error.value)
+
+
 def test_skipped_files_of_a_folder_are_named_with_the_reason(checkpoint, images, tmp_path, capsys):
     paths, skipped = image_paths([], images)
     assert len(paths) == 5
@@ -237,6 +269,27 @@ def test_bad_output_path_is_refused_before_any_work(checkpoint, images, tmp_path
     with pytest.raises(DataError, match="--output") as error:
         predict_command(_args(model=checkpoint, images=[images / "a.jpg"], output=output))
     assert "Fix: give --output a file path" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ("images/sub/c.jpg", "one of the input images"),
+        ("link.csv", "one of the input images"),
+        ("new.png", "image suffix"),
+    ],
+)
+def test_output_over_an_image_is_refused_before_any_work(
+    checkpoint, images, tmp_path, monkeypatch, output, message
+):
+    """An input image of the folder, a link to one, or any image name: never overwritten with the CSV."""
+    monkeypatch.setattr(predict_app, "predict_images", _never_predict)
+    (tmp_path / "link.csv").symlink_to(images / "a.jpg")
+    before = {path: path.read_bytes() for path in images.rglob("*.*")}
+    with pytest.raises(DataError, match=message) as error:
+        predict_command(_args(model=checkpoint, image_dir=images, output=tmp_path / output))
+    assert "Fix: give --output a file path" in str(error.value)
+    assert {path: path.read_bytes() for path in images.rglob("*.*")} == before
 
 
 def test_a_write_that_fails_after_the_work_keeps_the_predictions(checkpoint, images, tmp_path, monkeypatch):

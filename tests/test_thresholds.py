@@ -169,3 +169,35 @@ def test_load_operating_point_reports_missing_keys(tmp_path: Path) -> None:
     path.write_text(json.dumps({"format": "skinlesion-operating-point-v1", "threshold": 0.3}))
     with pytest.raises(CheckpointError, match="temperature"):
         load_operating_point(path)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"threshold": "abc"}, "finite numbers"),
+        ({"threshold": float("nan")}, "finite numbers"),
+        ({"temperature": 0}, "temperature > 0"),
+        ({"target_sensitivity": 1.5}, "target_sensitivity <= 1"),
+        ({"class_bias": [0.1, None]}, "class_bias is not a list"),
+    ],
+)
+def test_load_operating_point_checks_the_values(tmp_path: Path, change: dict, message: str) -> None:
+    path = save_operating_point(
+        tmp_path / "m.operating_point.json", threshold=0.3, target_sensitivity=0.9, temperature=1.0,
+        val_metrics={}, checkpoint="m.h5",
+    )  # fmt: skip
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    with pytest.raises(CheckpointError, match=message) as error:
+        load_operating_point(path)
+    assert str(path) in str(error.value) and "Fix:" in str(error.value)
+
+
+def test_a_class_bias_must_have_one_value_per_class_of_the_checkpoint(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "model.h5"
+    checkpoint.with_suffix(".json").write_text(json.dumps({"class_names": list("abcdefg")}))
+    save_operating_point(
+        operating_point_path(checkpoint), threshold=0.3, target_sensitivity=0.9, temperature=1.0,
+        val_metrics={}, checkpoint=checkpoint, class_bias=[0.1, -0.1],
+    )  # fmt: skip
+    with pytest.raises(CheckpointError, match="class_bias has 2 values but the checkpoint has 7 classes"):
+        saved_operating_point(checkpoint)

@@ -19,7 +19,7 @@ import numpy as np
 from helpers.core.config import BINARY_CLASS_NAMES, CLASS_DESCRIPTIONS
 from helpers.core.errors import SkinLesionError
 from helpers.core.extras import import_extra
-from helpers.evaluation.inference import read_for_model, small_image_warning
+from helpers.evaluation.inference import image_warning, read_for_model
 from helpers.evaluation.operating_point import (
     operating_point_path,
     reported_probabilities,
@@ -95,7 +95,7 @@ def diagnose(classifier: Classifier, image_path: str | Path) -> Diagnosis:
         p_malignant=malignant,
         decision=BINARY_CLASS_NAMES[int(malignant >= classifier.operating_point["threshold"])],
         overlay=overlay(image, heatmap),
-        warning=small_image_warning(image_path, classifier.input_size),
+        warning=image_warning(image_path, image, classifier.input_size),
     )
 
 

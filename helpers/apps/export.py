@@ -71,8 +71,9 @@ def export_model(
     """
     _check_request(fmt, quantize)
     checkpoint = Path(checkpoint)
-    model, metadata = load_checkpoint(checkpoint)
     folder = Path(out_dir) if out_dir is not None else checkpoint.parent / "exported"
+    _check_out_folder(folder)
+    model, metadata = load_checkpoint(checkpoint)
     stem = checkpoint.stem
     _remove_stale_temporaries(folder, folder / stem)
     if fmt == "savedmodel":
@@ -120,6 +121,15 @@ def _check_request(fmt: str, quantize: str | None) -> None:
         )
     if quantize is not None and fmt != "tflite":
         raise ExportError(f"Quantization applies to TFLite only, not {fmt!r}.\nFix: add --format tflite.")
+
+
+def _check_out_folder(folder: Path) -> None:
+    """Refuse an output folder that is a file before any work (it would fail only after loading the model)."""
+    if folder.exists() and not folder.is_dir():
+        raise ExportError(
+            f"The export folder {folder} is a file, not a folder.\n"
+            "Fix: pass --out a folder (it is created when missing), e.g. the file's parent folder."
+        )
 
 
 def _remove_stale_temporaries(*folders: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -40,35 +41,53 @@ def image_paths(images: Sequence[str | Path], image_dir: str | Path | None) -> t
     if not folder.is_dir():
         raise DataError("Image folder not found.", path=folder, fix="check the --image-dir path")
     found, skipped = [], []
-    for path in sorted(path for path in folder.rglob("*") if path.is_file()):
+    for path in sorted(path for path in folder.rglob("*") if not path.is_dir()):
         reason = _skip_reason(path)
         if reason:
             skipped.append(f"{path.relative_to(folder)}: {reason}")
         else:
             found.append(path)
     if not found:
+        left_out = f" Left out:\n{format_listing(skipped)}" if skipped else ""
         raise DataError(
-            "No image files in the folder.", path=folder, fix=f"use images ending in {sorted(IMAGE_SUFFIXES)}"
+            f"No image files in the folder.{left_out}",
+            path=folder,
+            fix=f"use images ending in {sorted(IMAGE_SUFFIXES)}",
         )
     return found, skipped
 
 
 def _skip_reason(path: Path) -> str:
-    """Why a file in an image folder is not read ("" if it is): hidden, or not an image suffix."""
+    """Why an entry of an image folder is not read ("" if it is): hidden, not an image suffix, or not a
+    readable file (a broken link or link loop, a pipe, no read permission)."""
     if path.name.startswith("."):
         return "hidden file"
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         return f"not an image suffix ({path.suffix or 'none'}; read: {', '.join(sorted(IMAGE_SUFFIXES))})"
-    return ""
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            return "not a regular file"
+    except OSError as error:
+        return f"broken link ({error.strerror})"
+    return "" if os.access(path, os.R_OK) else "not readable (no read permission)"
 
 
-def check_output(output: str | Path) -> Path:
-    """``output`` after checking, before any work, that a CSV can be written there: not a folder, in a folder
-    that exists (created if missing) and is writable; DataError otherwise."""
+def check_output(output: str | Path, images: Sequence[Path] = ()) -> Path:
+    """``output`` after checking, before any work, that a CSV can be written there without destroying data:
+    not a folder, not one of ``images`` nor named like an image, in a folder that exists (created if
+    missing) and is writable; DataError otherwise."""
     output = Path(output)
     fix = "give --output a file path in a writable folder, e.g. predictions.csv"
     if output.is_dir():
         raise DataError("--output is a folder, not a CSV file.", path=output, fix=fix)
+    if output.resolve() in {path.resolve() for path in images}:
+        raise DataError("--output is one of the input images: it would be overwritten.", path=output, fix=fix)
+    if output.suffix.lower() in IMAGE_SUFFIXES:
+        raise DataError(
+            f"--output ends in {output.suffix}, an image suffix: a CSV is not written under an image name.",
+            path=output,
+            fix=fix,
+        )
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -114,8 +133,8 @@ def summary_line(table: pd.DataFrame, threshold: float) -> str:
 def predict_command(args: argparse.Namespace) -> int:
     """``skinlesion predict``: predict images or a folder, write the CSV, print a summary. Exit 0 when some
     images were predicted, even if others failed; NOTHING_PREDICTED_EXIT_CODE when none was."""
-    output = check_output(args.output)
     paths, skipped = image_paths(args.images, args.image_dir)
+    output = check_output(args.output, paths)
     if skipped:
         print(
             f"Skipped {len(skipped)} file(s) under {args.image_dir}:\n{format_listing(skipped)}",

@@ -38,6 +38,7 @@ from helpers.evaluation.calibration import (
     logits_from_probs,
 )
 from helpers.evaluation.metrics import balanced_accuracy, check_labels, check_scores, malignant_probability
+from helpers.models.checkpoints import read_metadata
 
 DEFAULT_THRESHOLD: float = 0.5
 """Threshold on P(malignant) used when no operating point was saved for a checkpoint."""
@@ -245,8 +246,9 @@ def _bad_operating_point(reason: str, path: Path) -> CheckpointError:
     return CheckpointError(f"{reason}\nFile: {path}\nFix: {fix}")
 
 
-def load_operating_point(path: str | Path) -> dict:
-    """Read an operating-point JSON written by :func:`save_operating_point`; CheckpointError if bad."""
+def load_operating_point(path: str | Path, n_classes: int | None = None) -> dict:
+    """Read an operating-point JSON written by :func:`save_operating_point`; CheckpointError if bad, also when
+    its class bias does not have ``n_classes`` values (when given: the checkpoint's class count)."""
     path = Path(path)
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
@@ -260,11 +262,43 @@ def load_operating_point(path: str | Path) -> dict:
     missing = [key for key in _REQUIRED_KEYS if key not in record]
     if missing:
         raise _bad_operating_point(f"operating point lacks {missing}", path)
-    bias = record.get("class_bias")
-    finite = isinstance(bias, list) and all(isinstance(v, int | float) and math.isfinite(v) for v in bias)
-    if bias is not None and not finite:
-        raise _bad_operating_point("class_bias is not a list of finite numbers", path)
+    _check_values(record, path)
+    _check_class_bias(record.get("class_bias"), n_classes, path)
     return record
+
+
+def _is_finite_number(value: object) -> bool:
+    """Whether a JSON value is a finite int or float (JSON true/false are not numbers here)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_values(record: dict[str, Any], path: Path) -> None:
+    """Finite numbers with 0 < target_sensitivity <= 1 and temperature > 0, as save_operating_point wrote."""
+    threshold, target, temperature = (
+        record[key] for key in ("threshold", "target_sensitivity", "temperature")
+    )
+    if not all(map(_is_finite_number, (threshold, target, temperature))):
+        raise _bad_operating_point(
+            "threshold, target_sensitivity and temperature must be finite numbers", path
+        )
+    if not 0 < target <= 1 or not temperature > 0:
+        raise _bad_operating_point(
+            f"need 0 < target_sensitivity <= 1 and temperature > 0, got {target} and {temperature}", path
+        )
+
+
+def _check_class_bias(bias: object, n_classes: int | None, path: Path) -> None:
+    """The class bias is None (no correction) or one finite number per class (``n_classes`` when known)."""
+    if bias is None:
+        return
+    if not isinstance(bias, list) or not all(_is_finite_number(value) for value in bias):
+        raise _bad_operating_point("class_bias is not a list of finite numbers", path)
+    if n_classes is not None and len(bias) != n_classes:
+        raise _bad_operating_point(
+            f"class_bias has {len(bias)} values but the checkpoint has {n_classes} classes "
+            "(the operating point of another model?)",
+            path,
+        )
 
 
 def saved_operating_point(checkpoint_path: str | Path) -> dict[str, Any]:
@@ -279,10 +313,16 @@ def saved_operating_point(checkpoint_path: str | Path) -> dict[str, Any]:
             "class_bias": None,
             "malignant_after_bias": False,
         }
-    record = load_operating_point(path)
+    record = load_operating_point(path, _class_count(checkpoint_path))
     return {
         "threshold": float(record["threshold"]),
         "temperature": float(record["temperature"]),
         "class_bias": record.get("class_bias"),
         "malignant_after_bias": record["format"] == MALIGNANT_AFTER_BIAS_FORMAT,
     }
+
+
+def _class_count(checkpoint_path: str | Path) -> int | None:
+    """How many classes the checkpoint's sidecar names: the length of its class bias (None: unknown)."""
+    names = (read_metadata(checkpoint_path) or {}).get("class_names")
+    return len(names) if isinstance(names, list) else None

@@ -24,7 +24,12 @@ from helpers.core.extras import import_extra
 from helpers.data.ham10000 import load_ham10000
 from helpers.data.pipeline import load_image_array
 from helpers.models.build import preprocessing_layer
-from helpers.models.checkpoints import load_model_file, save_checkpoint
+from helpers.models.checkpoints import (
+    check_new_checkpoint_path,
+    load_model_file,
+    save_checkpoint,
+    sidecar_path,
+)
 from helpers.models.legacy import is_keras2_file, keras_version
 
 PREPROCESSING: dict[str, str | None] = {
@@ -79,12 +84,14 @@ def adopt_checkpoint(
     Raises CheckpointError naming the option to fix when a declaration contradicts the file or parity fails.
     """
     original = Path(original)
+    _check_not_a_checkpoint(original)
     class_names = _declared_classes(task, classes)
     _check_choice(preprocessing)
     foreign = load_model_file(original)
     size = _checked_input_size(foreign, input_size, original)
     order = _project_order(task, class_names)
     _check_output_width(foreign, task, class_names, original)
+    target = check_new_checkpoint_path(output or config.MODELS_DIR / f"{original.stem}_adopted.h5")
     adopted = _adopted_model(foreign, preprocessing, size, order, original)
     images = parity_images(size)
     reference, runtime = original_outputs(original, preprocessing, images)
@@ -95,11 +102,20 @@ def adopt_checkpoint(
             f"probability on {len(images)} images (tolerance {PARITY_TOLERANCE}); nothing was saved.\n"
             "Fix: report the model's layer types; check --input-size matches what the model was trained on."
         )
-    target = Path(output) if output else config.MODELS_DIR / f"{original.stem}_adopted.h5"
     record = _metadata(original, task, class_names, preprocessing, size)
     record["parity"] = {"images": len(images), "max_abs_diff": difference, "runtime": runtime}
     save_checkpoint(adopted, target, record)
     return Adoption(target, original, difference, len(images), runtime)
+
+
+def _check_not_a_checkpoint(original: Path) -> None:
+    """Refuse a file that already is a project checkpoint (its sidecar is beside it): adopt is for others."""
+    sidecar = sidecar_path(original)
+    if sidecar.is_file():
+        raise CheckpointError(
+            f"{original} is already a checkpoint of this project (its sidecar {sidecar.name} is beside it).\n"
+            "Fix: use it as it is (predict, 04, 05, export); adopt files saved elsewhere."
+        )
 
 
 def _declared_classes(task: str, classes: Sequence[str] | None) -> tuple[str, ...]:

@@ -28,6 +28,7 @@ from helpers.core.provenance import git_commit, package_version
 from helpers.models.legacy import is_keras2_file, keras_version, load_keras2_model
 
 CHECKPOINT_SUFFIX = ".h5"
+_SIDECAR_FIX = "restore the .json from a copy, or adopt the model file again (skinlesion adopt)."
 
 
 class ForeignCheckpointError(CheckpointError):
@@ -87,14 +88,7 @@ def save_checkpoint(
     them back into its float32 model, the probabilities moving by about 1e-3 on average and about 0.01 at
     most (the sidecar records ``weights_dtype``).
     """
-    path = Path(path)
-    if path.suffix != CHECKPOINT_SUFFIX:
-        raise CheckpointError(f"Checkpoint path must end in {CHECKPOINT_SUFFIX}: {path}")
-    if path.exists():
-        raise CheckpointError(
-            f"Refusing to overwrite the existing checkpoint {path}\n"
-            "Fix: save under a new name (see checkpoint_name and next_version) or delete the old file first."
-        )
+    path = check_new_checkpoint_path(path)
     record = {**infer_metadata(model), **metadata, **_provenance()}
     record["weights_dtype"] = "float16" if half_precision else "float32"
     _check_matches_model(record, model, path)
@@ -137,6 +131,20 @@ def _copy_with_half_precision_weights(source: Path, target: Path) -> None:
         read.visititems(copy)
 
 
+def check_new_checkpoint_path(path: str | Path) -> Path:
+    """``path`` if a new checkpoint may be saved there (an ``.h5`` name, no file yet), else CheckpointError:
+    callers check it before long work, so that a bad name fails at once, not after it."""
+    path = Path(path)
+    if path.suffix != CHECKPOINT_SUFFIX:
+        raise CheckpointError(f"Checkpoint path must end in {CHECKPOINT_SUFFIX}: {path}")
+    if path.exists():
+        raise CheckpointError(
+            f"Refusing to overwrite the existing checkpoint {path}\n"
+            "Fix: save under a new name (see checkpoint_name and next_version) or delete the old file first."
+        )
+    return path
+
+
 def _provenance() -> dict[str, Any]:
     return {
         "git_commit": git_commit(),
@@ -147,6 +155,12 @@ def _provenance() -> dict[str, Any]:
 
 
 def _check_matches_model(record: dict[str, Any], model: keras.Model, path: Path) -> None:
+    """Raise a CheckpointError unless ``record`` describes ``model``: its output width and input size."""
+    _check_output_width(record, model, path)
+    _check_input_size(record, model, path)
+
+
+def _check_output_width(record: dict[str, Any], model: keras.Model, path: Path) -> None:
     """A binary model outputs P(malignant) (one sigmoid) or [P(benign), P(malignant)]; a multiclass model
     one value per class."""
     expected_units = {1, 2} if record["task"] == "binary" else {len(record["class_names"])}
@@ -155,6 +169,19 @@ def _check_matches_model(record: dict[str, Any], model: keras.Model, path: Path)
             f"Metadata for {path} says task={record['task']!r} with {len(record['class_names'])} classes, "
             f"but the model outputs {model.output_shape[-1]} values.\n"
             "Fix: pass the task and class_names the model was built for."
+        )
+
+
+def _check_input_size(record: dict[str, Any], model: keras.Model, path: Path) -> None:
+    """The recorded input_size must be the (height, width) the model fixes (a None side takes any size), or
+    images would be resized for another model."""
+    fixed = model.inputs[0].shape[1:3]
+    pairs = zip(fixed, record["input_size"], strict=True)
+    if any(side is not None and side != recorded for side, recorded in pairs):
+        raise CheckpointError(
+            f"Checkpoint sidecar {sidecar_path(path)} says input_size {list(record['input_size'])}, but the "
+            f"model in {path} takes {fixed[0] or 'any'}x{fixed[1] or 'any'} images: the sidecar belongs to "
+            f"another model.\nFix: {_SIDECAR_FIX}"
         )
 
 
@@ -195,6 +222,7 @@ def load_checkpoint(path: str | Path) -> tuple[keras.Model, dict[str, Any]]:
     metadata = read_metadata(path)
     if metadata is None:
         raise ForeignCheckpointError(foreign_checkpoint_message(path))
+    _check_record(metadata, path)
     model = load_model_file(path)
     _check_matches_model(metadata, model, path)
     metadata["checkpoint"] = str(path)
@@ -301,12 +329,35 @@ def read_metadata(path: str | Path) -> dict[str, Any] | None:
     if not sidecar.is_file():
         return None
     try:
-        return json.loads(sidecar.read_text(encoding="utf-8"))
+        record = json.loads(sidecar.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CheckpointError(
-            f"Checkpoint sidecar {sidecar} is unreadable: {error}\n"
-            "Fix: restore the .json from a copy, or adopt the model file again (skinlesion adopt)."
+            f"Checkpoint sidecar {sidecar} is unreadable: {error}\nFix: {_SIDECAR_FIX}"
         ) from error
+    if not isinstance(record, dict):
+        raise CheckpointError(
+            f"Checkpoint sidecar {sidecar} holds a JSON {type(record).__name__}, not a checkpoint record "
+            f"(an object).\nFix: {_SIDECAR_FIX}"
+        )
+    return record
+
+
+def _check_record(record: dict[str, Any], path: Path) -> None:
+    """Raise a CheckpointError unless the sidecar holds what loading reads: a task, a list of class names and
+    an input_size of two positive whole numbers."""
+    size = record.get("input_size")
+    valid = (
+        isinstance(record.get("task"), str)
+        and isinstance(record.get("class_names"), list)
+        and isinstance(size, list)
+        and len(size) == 2
+        and all(isinstance(side, int) and not isinstance(side, bool) and side > 0 for side in size)
+    )
+    if not valid:
+        raise CheckpointError(
+            f"Checkpoint sidecar {sidecar_path(path)} is not a checkpoint record: it needs task, class_names "
+            f"(a list) and input_size ([height, width]).\nFix: {_SIDECAR_FIX}"
+        )
 
 
 def list_checkpoints(models_dir: str | Path, task: str | None = None) -> list[Path]:

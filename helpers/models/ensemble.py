@@ -12,7 +12,12 @@ from keras import layers
 
 from helpers.core.errors import CheckpointError
 from helpers.data.splits import same_split_file
-from helpers.models.checkpoints import load_checkpoint, save_checkpoint, trained_partitions
+from helpers.models.checkpoints import (
+    check_new_checkpoint_path,
+    load_checkpoint,
+    save_checkpoint,
+    trained_partitions,
+)
 
 ENSEMBLE_ARCH = "ensemble"
 """The ``arch`` an ensemble's sidecar records (its members keep their own)."""
@@ -84,11 +89,18 @@ def save_ensemble(
     ``half_precision`` stores its weights as float16 (half the size, see :func:`save_checkpoint`). A saved
     ensemble among the checkpoints gives its members: all members weigh the same (1/N), and the ensemble
     reads at least the size the saved ensemble read."""
+    check_new_checkpoint_path(target)
+    _check_distinct(checkpoints)
     loaded = [load_checkpoint(path) for path in checkpoints]
     first = loaded[0][1]
     for _, metadata in loaded[1:]:
         _check_same_task(first, metadata)
     saved_ensembles = [model for model, metadata in loaded if metadata.get("arch") == ENSEMBLE_ARCH]
+    if len(loaded) == 1 and saved_ensembles and input_size is None:
+        raise CheckpointError(
+            f"{checkpoints[0]} is already an ensemble: saving it alone would only copy it.\n"
+            "Fix: add the checkpoints to ensemble it with, or give --input-size to read it larger."
+        )
     if saved_ensembles and input_size is None:  # the read size nesting them would have had
         input_size = _read_shape([model for model, _ in loaded], None)[:2]
     for saved in saved_ensembles:
@@ -101,6 +113,19 @@ def save_ensemble(
     model = ensemble_model([model for model, _ in members], name=Path(target).stem, input_size=input_size)
     metadata = _ensemble_metadata([metadata for _, metadata in members], model.inputs[0].shape[1:3])
     return save_checkpoint(model, target, metadata, half_precision=half_precision)
+
+
+def _check_distinct(checkpoints: Sequence[str | Path]) -> None:
+    """Refuse a checkpoint given twice: its probabilities would silently count double in the mean."""
+    seen: dict[Path, str | Path] = {}
+    for path in checkpoints:
+        resolved = Path(path).resolve()
+        if resolved in seen:
+            raise CheckpointError(
+                f"{path} is given twice (also as {seen[resolved]}): it would count double in the ensemble.\n"
+                "Fix: list each checkpoint once."
+            )
+        seen[resolved] = path
 
 
 def _members_of(
