@@ -160,7 +160,9 @@ def test_a_project_checkpoint_or_a_bad_output_is_refused_before_the_parity_check
     before the parity check, not after it."""
     own = save_untrained_checkpoint(tmp_path / "own.h5", input_size=(32, 40))
     with pytest.raises(CheckpointError, match="already a checkpoint of this project"):
-        adopt_checkpoint(own, task="multiclass", preprocessing="none", input_size=(32, 40))
+        adopt_checkpoint(
+            own, task="multiclass", preprocessing="none", input_size=(32, 40), output=tmp_path / "x.h5"
+        )
 
     def no_parity(*args, **kwargs):
         raise AssertionError("the parity check ran before the output was checked")
@@ -172,6 +174,10 @@ def test_a_project_checkpoint_or_a_bad_output_is_refused_before_the_parity_check
         adopt_checkpoint(original, output=tmp_path / "custom.keras", **options)
     with pytest.raises(CheckpointError, match="Refusing to overwrite"):
         adopt_checkpoint(original, output=own, **options)
+    binary = {"task": "binary", "preprocessing": "rescale", "input_size": (96, 96)}
+    with pytest.raises(CheckpointError, match="one sigmoid value.*cannot be reordered"):
+        swapped = ("malignant", "benign")
+        adopt_checkpoint(fixtures_dir / "seq_mobilenetv2_binary_96.h5", classes=swapped, **binary)
 
 
 # ---------------------------------------------------------------- other Keras 2 layouts, made by tf-keras

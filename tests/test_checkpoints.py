@@ -264,9 +264,9 @@ def test_a_sidecar_for_another_input_size_is_refused(tmp_path, light_model):
     path = checkpoints.save_checkpoint(light_model, tmp_path / "a.h5", METADATA)
     sidecar = checkpoints.sidecar_path(path)
     sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "input_size": [150, 200]}))
-    with pytest.raises(CheckpointError, match="belongs to another model") as error:
+    with pytest.raises(CheckpointError, match="its sidecar a.json is another model's") as error:
         checkpoints.load_checkpoint(path)
-    assert str(sidecar) in str(error.value) and "64x64" in str(error.value) and "Fix:" in str(error.value)
+    assert "[150, 200]" in str(error.value) and "64x64" in str(error.value) and "Fix:" in str(error.value)
 
 
 def test_a_model_taking_any_size_loads_with_the_recorded_one(tmp_path):
@@ -285,6 +285,14 @@ def test_a_sidecar_that_is_not_a_checkpoint_record_is_refused(tmp_path, light_mo
     path = tmp_path / "a.h5"
     light_model.save(path)
     checkpoints.sidecar_path(path).write_text(content)
-    with pytest.raises(CheckpointError, match=r"a\.json (is not|holds)") as error:
+    with pytest.raises(CheckpointError, match=r"a\.json\)? (is not|holds)") as error:
         checkpoints.load_checkpoint(path)
     assert "Fix:" in str(error.value)
+    assert not checkpoints.is_project_checkpoint(path)  # so adopt takes it (a Keras 2 to_json() file, say)
+
+
+def test_only_a_readable_record_makes_a_project_checkpoint(tmp_path, light_model):
+    saved = checkpoints.save_checkpoint(light_model, tmp_path / "own.h5", METADATA)
+    assert checkpoints.is_project_checkpoint(saved)
+    checkpoints.sidecar_path(saved).write_text('{"class_name": "Sequential", "config": {}}')
+    assert not checkpoints.is_project_checkpoint(saved)

@@ -132,12 +132,13 @@ def test_a_saved_ensemble_is_never_read_smaller_nor_with_a_damaged_sidecar(tmp_p
         save_ensemble([smoothed, second], tmp_path / "damaged.h5")
 
 
-def test_a_checkpoint_given_twice_or_a_lone_saved_ensemble_is_refused(tmp_path) -> None:
+def test_a_checkpoint_given_twice_or_a_lone_saved_ensemble_is_refused(tmp_path, monkeypatch) -> None:
     """A repeated checkpoint would silently count double; a saved ensemble alone would only be copied (losing
     its operating point): both are clear errors, and nothing is written."""
     first, second = (save_untrained_checkpoint(tmp_path / f"m{i}.h5", input_size=SIZE) for i in "ab")
+    monkeypatch.chdir(tmp_path)  # the same file under a relative and an absolute name
     with pytest.raises(CheckpointError, match="given twice"):
-        save_ensemble([first, second, tmp_path / "." / first.name], tmp_path / "twice.h5")
+        save_ensemble([first, second, first.name], tmp_path / "twice.h5")
     pair = save_ensemble([first, second], tmp_path / "pair.h5")
     with pytest.raises(CheckpointError, match="already an ensemble"):
         save_ensemble([pair], tmp_path / "copy.h5")

@@ -215,7 +215,9 @@ def test_bad_requests_raise_export_error(checkpoint, fmt, quantize, message, tmp
     assert not any(tmp_path.iterdir())
 
 
-def test_out_folder_that_is_a_file_is_refused_and_kept(checkpoint, tmp_path):
+def test_out_folder_that_is_a_file_is_refused_and_kept(checkpoint, tmp_path, monkeypatch):
+    """Refused before the checkpoint is even loaded (a large model would load first, then fail)."""
+    monkeypatch.setattr("helpers.apps.export.load_checkpoint", lambda path: pytest.fail("loaded first"))
     afile = tmp_path / "notes.txt"
     afile.write_text("keep me")
     with pytest.raises(ExportError, match="is a file, not a folder"):

@@ -3,7 +3,7 @@ probabilities, P(malignant) against the validation-tuned threshold with its deci
 
 Research use only. Gradio comes with the optional ``demo`` extra. The server binds 127.0.0.1 only; an
 unusable upload (damaged JPEG data included) gets a message in the page, never a server error, and an image
-far smaller than the model input gets its result with a warning.
+far smaller than the model input, or blank, gets its result with a warning.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class Classifier:
 class Diagnosis:
     """One image's result: class probabilities and P(malignant) as the operating point reports them
     (:func:`helpers.evaluation.operating_point.reported_probabilities`), decision, Grad-CAM overlay and a
-    warning ("" unless the image is far smaller than the model input)."""
+    warning ("" unless the image is far smaller than the model input or blank)."""
 
     probabilities: dict[str, float]
     p_malignant: float

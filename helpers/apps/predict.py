@@ -68,7 +68,7 @@ def _skip_reason(path: Path) -> str:
         if not stat.S_ISREG(path.stat().st_mode):
             return "not a regular file"
     except OSError as error:
-        return f"broken link ({error.strerror})"
+        return f"{'broken link' if path.is_symlink() else 'cannot be read'} ({error.strerror})"
     return "" if os.access(path, os.R_OK) else "not readable (no read permission)"
 
 
@@ -80,7 +80,9 @@ def check_output(output: str | Path, images: Sequence[Path] = ()) -> Path:
     fix = "give --output a file path in a writable folder, e.g. predictions.csv"
     if output.is_dir():
         raise DataError("--output is a folder, not a CSV file.", path=output, fix=fix)
-    if output.resolve() in {path.resolve() for path in images}:
+    replaced = output.parent.resolve() / output.name  # the entry the CSV replaces (a link, not its target)
+    inputs = {path.resolve() for path in images} | {path.parent.resolve() / path.name for path in images}
+    if replaced in inputs:
         raise DataError("--output is one of the input images: it would be overwritten.", path=output, fix=fix)
     if output.suffix.lower() in IMAGE_SUFFIXES:
         raise DataError(

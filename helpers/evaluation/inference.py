@@ -5,7 +5,7 @@ class bias, see :func:`helpers.evaluation.operating_point.reported_probabilities
 A sigmoid (N, 1) output gives the two columns [P(benign), P(malignant)], so every caller sees one
 probability per class of the checkpoint. An image that cannot be read (damaged JPEG data included) gets a
 row with its error and NaN probabilities; the other images are still predicted. An image far smaller than
-the model input is predicted with a warning on its row.
+the model input, or blank, is predicted with a warning on its row.
 """
 
 from __future__ import annotations

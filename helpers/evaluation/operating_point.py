@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -215,11 +216,9 @@ def save_operating_point(
     """Atomically write the tuned threshold, its target, the fitted temperature and class bias (see
     :mod:`helpers.evaluation.operating_point`; None: no correction) and val metrics as JSON; a threshold
     fitted on P(malignant) after the bias (``malignant_after_bias``) is written in the v1 format."""
-    if not math.isfinite(threshold) or not 0 < target_sensitivity <= 1 or not temperature > 0:
-        raise ValueError(
-            "need a finite threshold, 0 < target_sensitivity <= 1 and temperature > 0; got "
-            f"{threshold}, {target_sensitivity}, {temperature}"
-        )
+    problem = _value_problem(threshold, target_sensitivity, temperature)
+    if problem:
+        raise ValueError(problem)
     record = {
         "format": MALIGNANT_AFTER_BIAS_FORMAT if malignant_after_bias else OPERATING_POINT_FORMAT,
         "threshold": float(threshold),
@@ -268,23 +267,28 @@ def load_operating_point(path: str | Path, n_classes: int | None = None) -> dict
 
 
 def _is_finite_number(value: object) -> bool:
-    """Whether a JSON value is a finite int or float (JSON true/false are not numbers here)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """Whether a value is a finite real number, numpy's included (JSON true/false are not numbers here)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _value_problem(threshold: object, target: object, temperature: object) -> str:
+    """Why an operating point's values are unusable ("" when they are fine): the one rule for saving and
+    loading, finite numbers with 0 <= threshold <= 1, 0 < target_sensitivity <= 1 and temperature > 0."""
+    if not all(map(_is_finite_number, (threshold, target, temperature))):
+        return "threshold, target_sensitivity and temperature must be finite numbers"
+    if not 0 <= threshold <= 1 or not 0 < target <= 1 or not temperature > 0:
+        return (
+            "need 0 <= threshold <= 1, 0 < target_sensitivity <= 1 and temperature > 0; got "
+            f"{threshold}, {target}, {temperature}"
+        )
+    return ""
 
 
 def _check_values(record: dict[str, Any], path: Path) -> None:
-    """Finite numbers with 0 < target_sensitivity <= 1 and temperature > 0, as save_operating_point wrote."""
-    threshold, target, temperature = (
-        record[key] for key in ("threshold", "target_sensitivity", "temperature")
-    )
-    if not all(map(_is_finite_number, (threshold, target, temperature))):
-        raise _bad_operating_point(
-            "threshold, target_sensitivity and temperature must be finite numbers", path
-        )
-    if not 0 < target <= 1 or not temperature > 0:
-        raise _bad_operating_point(
-            f"need 0 < target_sensitivity <= 1 and temperature > 0, got {target} and {temperature}", path
-        )
+    """The record's threshold, target and temperature follow :func:`_value_problem`'s rule."""
+    problem = _value_problem(*(record[key] for key in ("threshold", "target_sensitivity", "temperature")))
+    if problem:
+        raise _bad_operating_point(problem, path)
 
 
 def _check_class_bias(bias: object, n_classes: int | None, path: Path) -> None:
@@ -323,6 +327,6 @@ def saved_operating_point(checkpoint_path: str | Path) -> dict[str, Any]:
 
 
 def _class_count(checkpoint_path: str | Path) -> int | None:
-    """How many classes the checkpoint's sidecar names: the length of its class bias (None: unknown)."""
+    """The checkpoint's class count, the length its class bias must have (None: unknown)."""
     names = (read_metadata(checkpoint_path) or {}).get("class_names")
     return len(names) if isinstance(names, list) else None

@@ -26,9 +26,9 @@ from helpers.data.pipeline import load_image_array
 from helpers.models.build import preprocessing_layer
 from helpers.models.checkpoints import (
     check_new_checkpoint_path,
+    is_project_checkpoint,
     load_model_file,
     save_checkpoint,
-    sidecar_path,
 )
 from helpers.models.legacy import is_keras2_file, keras_version
 
@@ -87,11 +87,11 @@ def adopt_checkpoint(
     _check_not_a_checkpoint(original)
     class_names = _declared_classes(task, classes)
     _check_choice(preprocessing)
+    target = check_new_checkpoint_path(output or config.MODELS_DIR / f"{original.stem}_adopted.h5")
     foreign = load_model_file(original)
     size = _checked_input_size(foreign, input_size, original)
     order = _project_order(task, class_names)
     _check_output_width(foreign, task, class_names, original)
-    target = check_new_checkpoint_path(output or config.MODELS_DIR / f"{original.stem}_adopted.h5")
     adopted = _adopted_model(foreign, preprocessing, size, order, original)
     images = parity_images(size)
     reference, runtime = original_outputs(original, preprocessing, images)
@@ -109,11 +109,10 @@ def adopt_checkpoint(
 
 
 def _check_not_a_checkpoint(original: Path) -> None:
-    """Refuse a file that already is a project checkpoint (its sidecar is beside it): adopt is for others."""
-    sidecar = sidecar_path(original)
-    if sidecar.is_file():
+    """Refuse a file that already is a project checkpoint (its record is beside it): adopt is for others."""
+    if is_project_checkpoint(original):
         raise CheckpointError(
-            f"{original} is already a checkpoint of this project (its sidecar {sidecar.name} is beside it).\n"
+            f"{original} is already a checkpoint of this project (its sidecar .json is beside it).\n"
             "Fix: use it as it is (predict, 04, 05, export); adopt files saved elsewhere."
         )
 
@@ -173,6 +172,13 @@ def _check_output_width(model: keras.Model, task: str, class_names: Sequence[str
             f"{path} outputs {width} values per image, but --task {task} with classes "
             f"{', '.join(class_names)} needs {' or '.join(map(str, sorted(allowed)))}.\n"
             "Fix: check --task and --classes (a 7-class model is --task multiclass)."
+        )
+    expected = config.TASK_CLASSES[task]
+    if width == 1 and tuple(class_names) != expected:
+        raise CheckpointError(
+            f"{path} outputs one sigmoid value, read as P({expected[-1]}); it cannot be reordered, so "
+            f"--classes {' '.join(class_names)} does not fit it.\nFix: drop --classes (or give "
+            f"{' '.join(expected)})."
         )
 
 

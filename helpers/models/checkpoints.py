@@ -28,7 +28,7 @@ from helpers.core.provenance import git_commit, package_version
 from helpers.models.legacy import is_keras2_file, keras_version, load_keras2_model
 
 CHECKPOINT_SUFFIX = ".h5"
-_SIDECAR_FIX = "restore the .json from a copy, or adopt the model file again (skinlesion adopt)."
+_SIDECAR_FIX = "restore the .json from a copy, or adopt the original model file again (skinlesion adopt)."
 
 
 class ForeignCheckpointError(CheckpointError):
@@ -91,6 +91,7 @@ def save_checkpoint(
     path = check_new_checkpoint_path(path)
     record = {**infer_metadata(model), **metadata, **_provenance()}
     record["weights_dtype"] = "float16" if half_precision else "float32"
+    _check_record(record, path)
     _check_matches_model(record, model, path)
     atomic_write_text(sidecar_path(path), json.dumps(record, indent=2, default=_json_default))
     try:
@@ -179,9 +180,10 @@ def _check_input_size(record: dict[str, Any], model: keras.Model, path: Path) ->
     pairs = zip(fixed, record["input_size"], strict=True)
     if any(side is not None and side != recorded for side, recorded in pairs):
         raise CheckpointError(
-            f"Checkpoint sidecar {sidecar_path(path)} says input_size {list(record['input_size'])}, but the "
-            f"model in {path} takes {fixed[0] or 'any'}x{fixed[1] or 'any'} images: the sidecar belongs to "
-            f"another model.\nFix: {_SIDECAR_FIX}"
+            f"Metadata for {path} says input_size {list(record['input_size'])}, but the model takes "
+            f"{fixed[0] or 'any'}x{fixed[1] or 'any'} images.\nFix: pass the input size the model was built "
+            f"for; for a saved checkpoint its sidecar {sidecar_path(path).name} is another model's: "
+            f"{_SIDECAR_FIX}"
         )
 
 
@@ -342,22 +344,36 @@ def read_metadata(path: str | Path) -> dict[str, Any] | None:
     return record
 
 
-def _check_record(record: dict[str, Any], path: Path) -> None:
-    """Raise a CheckpointError unless the sidecar holds what loading reads: a task, a list of class names and
-    an input_size of two positive whole numbers."""
+def _is_record(record: dict[str, Any]) -> bool:
+    """Whether ``record`` holds what loading reads: a task, a list of class names and an input_size of two
+    positive whole numbers."""
     size = record.get("input_size")
-    valid = (
+    return (
         isinstance(record.get("task"), str)
         and isinstance(record.get("class_names"), list)
-        and isinstance(size, list)
+        and isinstance(size, list | tuple)
         and len(size) == 2
         and all(isinstance(side, int) and not isinstance(side, bool) and side > 0 for side in size)
     )
-    if not valid:
+
+
+def _check_record(record: dict[str, Any], path: Path) -> None:
+    """Raise a CheckpointError unless ``record`` (the metadata saved or read for ``path``) is a record."""
+    if not _is_record(record):
         raise CheckpointError(
-            f"Checkpoint sidecar {sidecar_path(path)} is not a checkpoint record: it needs task, class_names "
-            f"(a list) and input_size ([height, width]).\nFix: {_SIDECAR_FIX}"
+            f"The metadata of {path} (its sidecar {sidecar_path(path).name}) is not a checkpoint record: it "
+            f"needs task, class_names (a list) and input_size ([height, width]).\nFix: {_SIDECAR_FIX}"
         )
+
+
+def is_project_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` has a readable checkpoint record beside it (a damaged or foreign .json does not
+    count): what adopt must not be given."""
+    try:
+        record = read_metadata(path)
+    except CheckpointError:
+        return False
+    return record is not None and _is_record(record)
 
 
 def list_checkpoints(models_dir: str | Path, task: str | None = None) -> list[Path]:
