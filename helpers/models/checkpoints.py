@@ -91,7 +91,6 @@ def save_checkpoint(
     path = check_new_checkpoint_path(path)
     record = {**infer_metadata(model), **metadata, **_provenance()}
     record["weights_dtype"] = "float16" if half_precision else "float32"
-    _check_record(record, path)
     _check_matches_model(record, model, path)
     atomic_write_text(sidecar_path(path), json.dumps(record, indent=2, default=_json_default))
     try:
@@ -358,7 +357,7 @@ def _is_record(record: dict[str, Any]) -> bool:
 
 
 def _check_record(record: dict[str, Any], path: Path) -> None:
-    """Raise a CheckpointError unless ``record`` (the metadata saved or read for ``path``) is a record."""
+    """Raise a CheckpointError unless the sidecar read for ``path`` is a checkpoint record."""
     if not _is_record(record):
         raise CheckpointError(
             f"The metadata of {path} (its sidecar {sidecar_path(path).name}) is not a checkpoint record: it "
