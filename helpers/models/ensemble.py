@@ -96,13 +96,13 @@ def save_ensemble(
     for _, metadata in loaded[1:]:
         _check_same_task(first, metadata)
     saved_ensembles = [model for model, metadata in loaded if metadata.get("arch") == ENSEMBLE_ARCH]
-    if len(loaded) == 1 and saved_ensembles and input_size is None:
-        raise CheckpointError(
-            f"{checkpoints[0]} is already an ensemble: saving it alone would only copy it.\n"
-            "Fix: add the checkpoints to ensemble it with, or give --input-size to read it larger."
-        )
-    if saved_ensembles and input_size is None:  # the read size nesting them would have had
-        input_size = _read_shape([model for model, _ in loaded], None)[:2]
+    if saved_ensembles and input_size is None:
+        if len(loaded) == 1:
+            raise CheckpointError(
+                f"{checkpoints[0]} is already an ensemble: saving it alone would only copy it.\n"
+                "Fix: add the checkpoints to ensemble it with, or give --input-size to read it larger."
+            )
+        input_size = _read_shape([model for model, _ in loaded], None)[:2]  # the size nesting them had
     for saved in saved_ensembles:
         _read_shape([saved], input_size)  # never read smaller than the saved ensemble did
     members = [
