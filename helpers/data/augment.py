@@ -8,6 +8,7 @@ colour jitter stands in for other cameras and lighting. Everything works on (B, 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,10 +37,15 @@ FULL = Strength(20.0, (0.9, 1.15), 25.0, (0.8, 1.2), (0.8, 1.2), 0.03)
 STRONG = Strength(180.0, (0.8, 1.4), 50.0, (0.6, 1.4), (0.6, 1.4), 0.06, channel_gain=0.15, blur=True)
 """``STRONG`` doubles every colour jitter of ``FULL``, adds the channel gain and blur, and turns and zooms
 further: the shift to another clinic's camera, optics and lighting (issue 15's external test)."""
-AUGMENT_MODES: tuple[str, ...] = ("full", "light", "strong")
+BLUR = dataclasses.replace(FULL, blur=True)
+"""``BLUR`` is ``FULL`` plus the softening blur alone: a model that leans less on the finest detail, which
+differs between clinics' cameras (smoothing at test time lifted 150x200 models on other clinics' images)."""
+_WARPED_MODES = {"full": FULL, "strong": STRONG, "blur": BLUR}
+AUGMENT_MODES: tuple[str, ...] = ("full", "light", "strong", "blur")
 """``full``: flips, rotation and zoom (one affine warp) plus colour jitter (``FULL``); ``light``: flips (and
 90-degree turns of square images) plus the same colour jitter, no warp, so the pipeline keeps up with a CPU
-train step; ``strong``: the warp and colour jitter of ``STRONG`` plus channel gains and blur."""
+train step; ``strong``: the warp and colour jitter of ``STRONG`` plus channel gains and blur; ``blur``:
+``full`` plus the blur (``BLUR``)."""
 
 
 def augment_images(images: tf.Tensor, seed: tf.Tensor, *, mode: str = "full") -> tf.Tensor:
@@ -56,13 +62,13 @@ def augment_images(images: tf.Tensor, seed: tf.Tensor, *, mode: str = "full") ->
     geometry_seed, colour_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
     if mode == "light":
         return _flips_and_colour(images, geometry_seed, colour_seed)
-    if mode == "full":
-        return _random_colour(
-            tf.cast(_random_geometry(images, geometry_seed, FULL), tf.float32), colour_seed, FULL
-        )
-    colour_seed, blur_seed = tf.unstack(tf.random.experimental.stateless_split(colour_seed, num=2))
-    images = _random_geometry(images, geometry_seed, STRONG)
-    return _random_blur(_random_colour(tf.cast(images, tf.float32), colour_seed, STRONG), blur_seed)
+    strength = _WARPED_MODES[mode]
+    if strength.blur:
+        colour_seed, blur_seed = tf.unstack(tf.random.experimental.stateless_split(colour_seed, num=2))
+    images = _random_colour(
+        tf.cast(_random_geometry(images, geometry_seed, strength), tf.float32), colour_seed, strength
+    )
+    return _random_blur(images, blur_seed) if strength.blur else images
 
 
 @tf.function(jit_compile=True)
