@@ -157,6 +157,21 @@ def test_broken_files_raise_clear_errors(tmp_path, light_model):
         checkpoints.load_checkpoint(tmp_path / "photo.h5")
     with pytest.raises(CheckpointError, match="holds no Keras model"):
         checkpoints.load_checkpoint(tmp_path / "table.h5")
+    light_model.save(tmp_path / "archive.keras")
+    (tmp_path / "archive.h5").write_bytes((tmp_path / "archive.keras").read_bytes())
+    with pytest.raises(
+        CheckpointError, match=r"a Keras 3 \.keras archive \(a zip file\) named \.h5"
+    ) as renamed:
+        checkpoints.load_checkpoint(tmp_path / "archive.h5")
+    assert "rename it to archive.keras" in str(renamed.value)
+    with pytest.raises(CheckpointError, match="is a folder, not a checkpoint file") as folder:
+        checkpoints.load_checkpoint(tmp_path)
+    assert (
+        "name one of the model files in it: archive.h5, archive.keras, good.h5, photo.h5, table.h5 and 1 more"
+        in str(folder.value)
+    )
+    with pytest.raises(CheckpointError, match="it holds no .h5 or .keras file"):
+        checkpoints.load_checkpoint((tmp_path / "empty").mkdir() or tmp_path / "empty")
 
 
 def test_model_without_sidecar_is_refused_with_the_adopt_command(tmp_path, light_model):

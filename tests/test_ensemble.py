@@ -118,13 +118,21 @@ def test_saved_ensembles_among_the_checkpoints_give_their_members(tmp_path) -> N
     np.testing.assert_allclose(model.predict(images, verbose=0), expected, atol=1e-5)
 
 
-def test_a_saved_ensemble_is_never_read_smaller_nor_with_a_damaged_sidecar(tmp_path) -> None:
-    """A smaller --input-size would silently undo a saved ensemble's smoothing; a sidecar whose member list
+def test_a_saved_ensemble_is_never_read_smaller_or_too_large_nor_with_a_damaged_sidecar(tmp_path) -> None:
+    """A smaller --input-size would silently undo a saved ensemble's smoothing; one more than twice a member's
+    side would skip pixels; a sidecar whose member list
     does not match the model's members cannot say which member is which: both are clear errors."""
     first, second = (save_untrained_checkpoint(tmp_path / f"m{i}.h5", input_size=SIZE) for i in "ab")
     smoothed = save_ensemble([first], tmp_path / "smoothed.h5", input_size=(48, 60))
     with pytest.raises(CheckpointError, match="smaller than"):
         save_ensemble([smoothed, second], tmp_path / "small.h5", input_size=SIZE)
+    with pytest.raises(CheckpointError, match=r"input 65x80 is more than 2x a member's 32x40") as far:
+        save_ensemble([first], tmp_path / "far.h5", input_size=(65, 80))  # would skip pixels
+    assert "read at most 64x80" in str(far.value)
+    large = save_untrained_checkpoint(tmp_path / "large.h5", input_size=(32, 81))
+    with pytest.raises(CheckpointError, match=r"input 32x81 is more than 2x a member's 32x40"):
+        save_ensemble([first, large], tmp_path / "mixed.h5")  # the largest member's size, too
+    assert not list(tmp_path.glob("far*")) and not list(tmp_path.glob("mixed*"))
     sidecar = smoothed.with_suffix(".json")
     metadata = json.loads(sidecar.read_text())
     sidecar.write_text(json.dumps({**metadata, "members": metadata["members"] * 2}))
@@ -133,8 +141,9 @@ def test_a_saved_ensemble_is_never_read_smaller_nor_with_a_damaged_sidecar(tmp_p
 
 
 def test_a_checkpoint_given_twice_or_a_lone_saved_ensemble_is_refused(tmp_path, monkeypatch) -> None:
-    """A repeated checkpoint would silently count double; a saved ensemble alone would only be copied (losing
-    its operating point): both are clear errors, and nothing is written."""
+    """A repeated checkpoint, given twice or also inside a saved ensemble, would silently count double; a
+    saved ensemble alone would only be copied (losing its operating point): all are clear errors, and nothing
+    is written."""
     first, second = (save_untrained_checkpoint(tmp_path / f"m{i}.h5", input_size=SIZE) for i in "ab")
     monkeypatch.chdir(tmp_path)  # the same file under a relative and an absolute name
     with pytest.raises(CheckpointError, match="given twice"):
@@ -142,7 +151,13 @@ def test_a_checkpoint_given_twice_or_a_lone_saved_ensemble_is_refused(tmp_path, 
     pair = save_ensemble([first, second], tmp_path / "pair.h5")
     with pytest.raises(CheckpointError, match="already an ensemble"):
         save_ensemble([pair], tmp_path / "copy.h5")
-    assert not (tmp_path / "twice.h5").exists() and not (tmp_path / "copy.h5").exists()
+    with pytest.raises(CheckpointError, match=r"ma\.h5 and \S*pair\.h5 hold the same model") as inside:
+        save_ensemble([pair, first, second], tmp_path / "inside.h5")  # a member given alone too
+    assert "count double" in str(inside.value)
+    for name in ("twice.h5", "copy.h5", "inside.h5"):
+        assert not (tmp_path / name).exists()
+    third = save_untrained_checkpoint(tmp_path / "mc.h5", input_size=SIZE)
+    assert save_ensemble([pair, third], tmp_path / "trio.h5").is_file()  # other models nest as before
 
 
 def test_the_read_image_is_resized_whole_and_bilinearly() -> None:

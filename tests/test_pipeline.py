@@ -48,11 +48,13 @@ def test_binary_labels_are_float_zero_one_of_shape_batch(frame: pd.DataFrame) ->
     assert labels.tolist() == frame["malignant"].astype(float).tolist()
 
 
-@pytest.mark.parametrize("mode", ["grey", "rgba", "palette", "tiff", "jpeg"])
+@pytest.mark.parametrize("mode", ["grey", "rgba", "palette", "tiff", "jpeg", "tiff named .jpg"])
 def test_every_colour_mode_and_format_becomes_rgb(tmp_path: Path, mode: str) -> None:
     rgb = np.zeros((*SIZE, 3), dtype=np.uint8)
     rgb[:, :20] = (200, 40, 10)
-    path = tmp_path / ("img.tif" if mode == "tiff" else "img.jpg" if mode == "jpeg" else "img.png")
+    path = tmp_path / (
+        "img.tif" if mode == "tiff" else "img.jpg" if "jpg" in mode or mode == "jpeg" else "img.png"
+    )
     if mode == "grey":
         cv2.imwrite(str(path), rgb[..., 0])
         rgb = np.repeat(rgb[..., :1], 3, axis=2)
@@ -63,6 +65,8 @@ def test_every_colour_mode_and_format_becomes_rgb(tmp_path: Path, mode: str) -> 
     elif mode == "palette":
         Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=4).save(path)
         assert Image.open(path).mode == "P"
+    elif mode == "tiff named .jpg":  # the format is told by the bytes, not the name
+        path.write_bytes(cv2.imencode(".tiff", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes())
     else:
         write_image_rgb(path, rgb)
     decoded = pipeline.load_image_array([path], SIZE, progress=False)[0]
@@ -146,6 +150,23 @@ def test_strong_augmentation_changes_white_balance_and_sharpness() -> None:
     blurred = augment._random_blur(tf.constant(checker, tf.float32), tf.constant([7, 8])).numpy()
     softened = blurred.std(axis=(1, 2, 3)) < 0.95 * checker.std(axis=(1, 2, 3))
     assert 0.25 < softened.mean() < 0.75, "blur on about half of the images"
+
+
+def test_blur_augmentation_is_full_plus_softening() -> None:
+    """``blur`` draws the same warp as ``full`` and softens about half of the images, keeping grey grey."""
+    stripes = (np.indices((64, 24, 32))[2] // 2 % 2 * 160 + 40).astype(np.uint8)
+    batch = np.repeat(stripes[..., np.newaxis], 3, axis=-1)
+    full, blur = (
+        pipeline.augment_images(batch, np.array([1, 2]), mode=mode).numpy() for mode in ("full", "blur")
+    )
+    assert np.abs(blur - blur[..., :1]).max() < 1e-3, "no channel gains"
+
+    def sharpness(images: np.ndarray) -> np.ndarray:  # edge energy over contrast: jitter-free
+        return np.abs(np.diff(images[..., 0], axis=2)).mean(axis=(1, 2)) / images[..., 0].std(axis=(1, 2))
+
+    ratio = sharpness(blur) / sharpness(full)
+    assert ratio.max() < 1.03, "never sharper than the same warp without blur"
+    assert 0.3 < (ratio < 0.99).mean() < 0.7, f"about half softened: {np.round(ratio, 2)}"
 
 
 def test_balanced_sampling_evens_out_classes(tmp_path: Path) -> None:

@@ -162,6 +162,8 @@ def test_cli_predict_subcommand(checkpoint, images, tmp_path, capsys, monkeypatc
     assert cli.main(argv) == 0 and len(pd.read_csv(output)) == 1
     assert cli.main(["predict", "--model", str(tmp_path / "nope.h5"), str(images / "a.jpg")]) == 2
     assert "Checkpoint not found" in capsys.readouterr().err
+    assert cli.main(["predict", "--model", str(checkpoint.parent), str(images / "a.jpg")]) == 2
+    assert f"{checkpoint.parent} is a folder" in capsys.readouterr().err
     monkeypatch.setattr(config, "MODELS_DIR", tmp_path / "no_models")
     monkeypatch.setattr(config, "RELEASE_DIR", tmp_path / "no_release")
     assert cli.main(["predict", str(images / "a.jpg"), "--output", str(tmp_path / "x.csv")]) == 2

@@ -31,7 +31,9 @@ DAMAGED_JPEG = "damaged JPEG data"
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-_OTHER_MAGICS = (b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
+TIFF_MAGICS = (b"II*\x00", b"MM\x00*")
+"""The first four bytes of a TIFF file (little- and big-endian): TensorFlow cannot decode it, OpenCV can."""
+_OTHER_MAGICS = (b"BM", *TIFF_MAGICS, b"RIFF")
 _JPEG_END = b"\xff\xd9"
 _PNG_END = b"IEND\xaeB`\x82"
 _TAIL_PADDING = b"\x00\r\n "

@@ -22,15 +22,13 @@ from tqdm.auto import tqdm
 from helpers.core.config import CLASS_NAMES, DEFAULT_IMAGE_SIZE
 from helpers.core.errors import DataError
 from helpers.data.augment import AUGMENT_MODES, augment_images, mixup
-from helpers.data.images import read_image_rgb
+from helpers.data.images import TIFF_MAGICS, read_image_rgb
 from helpers.data.validation import format_listing, image_problems
 
 AUTOTUNE = tf.data.AUTOTUNE
 LABEL_COLUMNS: dict[str, str] = {"multiclass": "label", "binary": "malignant"}
 
 DECODE_BATCH = 64
-OPENCV_ONLY_PATTERN = r".*\.tiff?"
-"""Image files TensorFlow cannot decode, read with OpenCV (helpers.data.images) instead."""
 
 
 def make_dataset(
@@ -182,13 +180,15 @@ def balanced_indices(labels: np.ndarray, seed: int) -> tf.data.Dataset:
 def decode_and_resize(path: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
     """Read one image file as resized RGB uint8: grey, RGBA, palette and 16-bit images become 8-bit RGB.
 
-    TensorFlow decodes JPEG, PNG, BMP, GIF and WebP; TIFF (which it cannot) goes through OpenCV.
+    TensorFlow decodes JPEG, PNG, BMP, GIF and WebP; TIFF (which it cannot) goes through OpenCV, told apart by
+    its first bytes, not its name (a TIFF saved as .jpg is still read).
     """
-    is_tiff = tf.strings.regex_full_match(tf.strings.lower(path), OPENCV_ONLY_PATTERN)
+    contents = tf.io.read_file(path)
+    is_tiff = tf.reduce_any(tf.equal(tf.strings.substr(contents, 0, 4), list(TIFF_MAGICS)))
     image = tf.cond(
         is_tiff,
         lambda: tf.numpy_function(_read_with_opencv, [path], tf.uint8, stateful=False),
-        lambda: tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False),
+        lambda: tf.io.decode_image(contents, channels=3, expand_animations=False),
     )
     return resize_uint8(image, image_size)
 

@@ -285,6 +285,8 @@ def _model_facts(path: Path) -> tuple[str, str]:
 def check_model_file(path: Path) -> None:
     """Raise a CheckpointError naming the problem and the fix unless ``path`` is a readable Keras model file
     (``.h5``: HDF5 with a model; ``.keras``: Keras 3's zip archive)."""
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file.\nFix: {_name_one_inside(path)}")
     if not path.is_file():
         raise CheckpointError(
             f"Checkpoint not found: {path}\n"
@@ -300,9 +302,23 @@ def check_model_file(path: Path) -> None:
     _check_keras_h5(path)
 
 
+def _name_one_inside(folder: Path) -> str:
+    """The fix for a folder given as a checkpoint: the model files it holds, or that it holds none."""
+    found = sorted(entry.name for entry in folder.iterdir() if entry.suffix in (".h5", ".keras"))
+    if not found:
+        return "it holds no .h5 or .keras file; point to the checkpoint file itself."
+    shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+    return f"name one of the model files in it: {shown}."
+
+
 def _check_keras_h5(path: Path) -> None:
     """Raise a CheckpointError naming the problem and the fix unless the existing file ``path`` holds a Keras
     model in HDF5."""
+    if zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"{path} is a Keras 3 .keras archive (a zip file) named {path.suffix}.\n"
+            f"Fix: rename it to {path.with_suffix('.keras').name} (its sidecar .json name stays the same)."
+        )
     if not h5py.is_hdf5(path):
         raise CheckpointError(
             f"{path} is not an HDF5 file, so not a Keras .h5 model (an image or other file renamed?)\n"

@@ -23,6 +23,10 @@ ENSEMBLE_ARCH = "ensemble"
 """The ``arch`` an ensemble's sidecar records (its members keep their own)."""
 
 
+MAX_DOWNSCALE = 2.0
+"""How many times its own size, along a side, a member may be read: beyond it the resize skips pixels."""
+
+
 def ensemble_model(
     members: Sequence[keras.Model], name: str = "ensemble", input_size: Sequence[int] | None = None
 ) -> keras.Model:
@@ -31,8 +35,9 @@ def ensemble_model(
     ensemble takes the largest (most pixels), or ``input_size`` (height, width) when given, and resizes the
     image (bilinear) in front of each smaller member, so no member sees less detail than it was trained on.
     One member read at a larger ``input_size`` is a test-time smoothing of that model: the down-resize softens
-    the image as training's warps soften every training image (docs/results.md). Keep it under 2x per side:
-    the resize has no antialiasing and skips pixels beyond that."""
+    the image as training's warps soften every training image (docs/results.md). A member read more
+    than ``MAX_DOWNSCALE`` times its own size along a side is refused: the resize has no antialiasing and
+    would skip pixels."""
     if not members:
         raise CheckpointError("An ensemble needs at least one member.")
     widths = {(model.inputs[0].shape[-1], model.outputs[0].shape[-1]) for model in members}
@@ -61,8 +66,24 @@ def ensemble_model(
 
 
 def _read_shape(members: Sequence[keras.Model], input_size: Sequence[int] | None) -> tuple[int, int, int]:
-    """The ensemble's input shape: the largest member's, or ``input_size`` when it covers every member's."""
+    """The ensemble's input shape: the largest member's, or ``input_size`` when it covers every member's;
+    CheckpointError when it is more than ``MAX_DOWNSCALE`` times a member's along a side."""
     shapes = [tuple(model.inputs[0].shape[1:]) for model in members]
+    shape = _covering_shape(shapes, input_size)
+    far = [hwc for hwc in shapes if max(shape[0] / hwc[0], shape[1] / hwc[1]) > MAX_DOWNSCALE]
+    if far:
+        (height, width), limit = far[0][:2], MAX_DOWNSCALE
+        raise CheckpointError(
+            f"The ensemble's input {shape[0]}x{shape[1]} is more than {limit:g}x a member's {height}x{width} "
+            "along a side: the resize in front of that member (bilinear, without antialiasing) would skip "
+            f"pixels.\nFix: read at most {int(height * limit)}x{int(width * limit)} (--input-size), or "
+            "ensemble members of closer input sizes."
+        )
+    return shape
+
+
+def _covering_shape(shapes: list[tuple], input_size: Sequence[int] | None) -> tuple[int, int, int]:
+    """The largest member's shape, or ``input_size`` when it covers every member's."""
     if input_size is None:
         return max(shapes, key=lambda hwc: hwc[0] * hwc[1])
     height, width = (int(side) for side in input_size)
@@ -106,10 +127,12 @@ def save_ensemble(
     for saved in saved_ensembles:
         _read_shape([saved], input_size)  # never read smaller than the saved ensemble did
     members = [
-        member
+        (path, member)
         for path, (model, metadata) in zip(checkpoints, loaded, strict=True)
         for member in _members_of(path, model, metadata)
     ]
+    _check_no_member_twice([(path, metadata) for path, (_, metadata) in members])
+    members = [member for _, member in members]
     model = ensemble_model([model for model, _ in members], name=Path(target).stem, input_size=input_size)
     metadata = _ensemble_metadata([metadata for _, metadata in members], model.inputs[0].shape[1:3])
     return save_checkpoint(model, target, metadata, half_precision=half_precision)
@@ -126,6 +149,23 @@ def _check_distinct(checkpoints: Sequence[str | Path]) -> None:
                 "Fix: list each checkpoint once."
             )
         seen[resolved] = path
+
+
+def _check_no_member_twice(members: Sequence[tuple[str | Path, dict[str, Any]]]) -> None:
+    """Refuse a model that is both given and inside a saved ensemble (or inside two): told by its run, file
+    name and save time, which a saved ensemble keeps in its members' sidecars."""
+    seen: dict[tuple, str | Path] = {}
+    for path, metadata in members:
+        file_name = Path(str(metadata.get("checkpoint", ""))).name
+        saved = (metadata.get("run_name"), metadata.get("created"), metadata.get("epoch"), file_name)
+        if saved[1] is None:
+            continue  # no save time recorded (not saved by this project): nothing to compare
+        if saved in seen:
+            raise CheckpointError(
+                f"{path} and {seen[saved]} hold the same model (saved {saved[1]}): it would count "
+                "double in the ensemble.\nFix: leave out the checkpoint that a saved ensemble already holds."
+            )
+        seen[saved] = path
 
 
 def _members_of(
