@@ -126,12 +126,14 @@ def test_a_saved_ensemble_is_never_read_smaller_or_too_large_nor_with_a_damaged_
     smoothed = save_ensemble([first], tmp_path / "smoothed.h5", input_size=(48, 60))
     with pytest.raises(CheckpointError, match="smaller than"):
         save_ensemble([smoothed, second], tmp_path / "small.h5", input_size=SIZE)
-    with pytest.raises(CheckpointError, match=r"input 65x80 is more than 2x a member's 32x40") as far:
+    with pytest.raises(CheckpointError, match=r"input 65x80 is more than 2x the smallest member side") as far:
         save_ensemble([first], tmp_path / "far.h5", input_size=(65, 80))  # would skip pixels
-    assert "read at most 64x80" in str(far.value)
+    assert "read at most 64x80 (--input-size)" in str(far.value)
+    assert save_ensemble([first], tmp_path / "twofold.h5", input_size=(64, 80)).is_file()  # 2x is allowed
     large = save_untrained_checkpoint(tmp_path / "large.h5", input_size=(32, 81))
-    with pytest.raises(CheckpointError, match=r"input 32x81 is more than 2x a member's 32x40"):
+    with pytest.raises(CheckpointError, match=r"input 32x81 is more than 2x") as mixed:
         save_ensemble([first, large], tmp_path / "mixed.h5")  # the largest member's size, too
+    assert "input sizes are more than 2x apart" in str(mixed.value)  # no input size would do
     assert not list(tmp_path.glob("far*")) and not list(tmp_path.glob("mixed*"))
     sidecar = smoothed.with_suffix(".json")
     metadata = json.loads(sidecar.read_text())
@@ -151,13 +153,14 @@ def test_a_checkpoint_given_twice_or_a_lone_saved_ensemble_is_refused(tmp_path, 
     pair = save_ensemble([first, second], tmp_path / "pair.h5")
     with pytest.raises(CheckpointError, match="already an ensemble"):
         save_ensemble([pair], tmp_path / "copy.h5")
-    with pytest.raises(CheckpointError, match=r"ma\.h5 and \S*pair\.h5 hold the same model") as inside:
+    with pytest.raises(CheckpointError, match=r"The model ma\.h5 \(saved .*\) is both in \S*pair\.h5 and in"):
         save_ensemble([pair, first, second], tmp_path / "inside.h5")  # a member given alone too
-    assert "count double" in str(inside.value)
-    for name in ("twice.h5", "copy.h5", "inside.h5"):
-        assert not (tmp_path / name).exists()
     third = save_untrained_checkpoint(tmp_path / "mc.h5", input_size=SIZE)
-    assert save_ensemble([pair, third], tmp_path / "trio.h5").is_file()  # other models nest as before
+    other_pair = save_ensemble([first, third], tmp_path / "other_pair.h5", half_precision=True)
+    with pytest.raises(CheckpointError, match=r"ma\.h5 .* is both in \S*pair\.h5 and in \S*other_pair\.h5"):
+        save_ensemble([pair, other_pair], tmp_path / "shared.h5")  # float16 copies count as the same
+    for name in ("twice.h5", "copy.h5", "inside.h5", "shared.h5"):
+        assert not (tmp_path / name).exists()
 
 
 def test_the_read_image_is_resized_whole_and_bilinearly() -> None:

@@ -248,8 +248,9 @@ def _configure_ensemble(parser: argparse.ArgumentParser) -> None:
         nargs=2,
         metavar=("H", "W"),
         help="read images at this size (default: the largest member's) and resize them down inside the model "
-        "for each smaller member; one checkpoint read larger than its own (under 2x per side: bilinear "
-        "without antialiasing skips pixels beyond that) is a test-time smoothing of it",
+        "for each smaller member (at most 2x a member's side: bilinear without antialiasing skips pixels "
+        "beyond that, so more is refused); one checkpoint read larger than its own is a test-time smoothing "
+        "of it",
     )
     parser.add_argument(
         "--half-precision",

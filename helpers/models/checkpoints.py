@@ -304,7 +304,14 @@ def check_model_file(path: Path) -> None:
 
 def _name_one_inside(folder: Path) -> str:
     """The fix for a folder given as a checkpoint: the model files it holds, or that it holds none."""
-    found = sorted(entry.name for entry in folder.iterdir() if entry.suffix in (".h5", ".keras"))
+    try:
+        found = sorted(
+            entry.name
+            for entry in folder.iterdir()
+            if entry.suffix in (".h5", ".keras") and not entry.name.startswith(".") and entry.is_file()
+        )
+    except OSError as error:
+        return f"point to the checkpoint file itself (the folder cannot be listed: {error.strerror})."
     if not found:
         return "it holds no .h5 or .keras file; point to the checkpoint file itself."
     shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
@@ -314,9 +321,9 @@ def _name_one_inside(folder: Path) -> str:
 def _check_keras_h5(path: Path) -> None:
     """Raise a CheckpointError naming the problem and the fix unless the existing file ``path`` holds a Keras
     model in HDF5."""
-    if zipfile.is_zipfile(path):
+    if not h5py.is_hdf5(path) and zipfile.is_zipfile(path):
         raise CheckpointError(
-            f"{path} is a Keras 3 .keras archive (a zip file) named {path.suffix}.\n"
+            f"{path} is a Keras 3 .keras archive (a zip file), not HDF5: renamed from .keras?\n"
             f"Fix: rename it to {path.with_suffix('.keras').name} (its sidecar .json name stays the same)."
         )
     if not h5py.is_hdf5(path):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 from keras import layers
 
 from helpers.core.errors import CheckpointError
@@ -68,18 +69,34 @@ def ensemble_model(
 def _read_shape(members: Sequence[keras.Model], input_size: Sequence[int] | None) -> tuple[int, int, int]:
     """The ensemble's input shape: the largest member's, or ``input_size`` when it covers every member's;
     CheckpointError when it is more than ``MAX_DOWNSCALE`` times a member's along a side."""
-    shapes = [tuple(model.inputs[0].shape[1:]) for model in members]
+    shapes = _shapes(members)
     shape = _covering_shape(shapes, input_size)
-    far = [hwc for hwc in shapes if max(shape[0] / hwc[0], shape[1] / hwc[1]) > MAX_DOWNSCALE]
-    if far:
-        (height, width), limit = far[0][:2], MAX_DOWNSCALE
-        raise CheckpointError(
-            f"The ensemble's input {shape[0]}x{shape[1]} is more than {limit:g}x a member's {height}x{width} "
-            "along a side: the resize in front of that member (bilinear, without antialiasing) would skip "
-            f"pixels.\nFix: read at most {int(height * limit)}x{int(width * limit)} (--input-size), or "
-            "ensemble members of closer input sizes."
-        )
+    if any(max(shape[0] / hwc[0], shape[1] / hwc[1]) > MAX_DOWNSCALE for hwc in shapes):
+        raise CheckpointError(f"{_too_far_apart(shapes, shape)}\nFix: {_closer_reading(shapes)}")
     return shape
+
+
+def _too_far_apart(shapes: list[tuple], shape: tuple) -> str:
+    """What is wrong when ``shape`` is more than ``MAX_DOWNSCALE`` times a member's along a side."""
+    height, width = min(hwc[0] for hwc in shapes), min(hwc[1] for hwc in shapes)
+    return (
+        f"The ensemble's input {shape[0]}x{shape[1]} is more than {MAX_DOWNSCALE:g}x the smallest member "
+        f"side ({height}x{width}): the resize in front of that member (bilinear, without antialiasing) "
+        "would skip pixels."
+    )
+
+
+def _closer_reading(shapes: list[tuple]) -> str:
+    """The fix: the largest input every member allows, or closer members when no input fits them all."""
+    limit = [int(min(hwc[side] for hwc in shapes) * MAX_DOWNSCALE) for side in (0, 1)]
+    if any(max(hwc[side] for hwc in shapes) > limit[side] for side in (0, 1)):
+        return f"the members' input sizes are more than {MAX_DOWNSCALE:g}x apart; ensemble closer sizes."
+    return f"read at most {limit[0]}x{limit[1]} (--input-size)."
+
+
+def _shapes(models: Sequence[keras.Model]) -> list[tuple]:
+    """Each model's input shape (height, width, channels)."""
+    return [tuple(model.inputs[0].shape[1:]) for model in models]
 
 
 def _covering_shape(shapes: list[tuple], input_size: Sequence[int] | None) -> tuple[int, int, int]:
@@ -123,16 +140,16 @@ def save_ensemble(
                 f"{checkpoints[0]} is already an ensemble: saving it alone would only copy it.\n"
                 "Fix: add the checkpoints to ensemble it with, or give --input-size to read it larger."
             )
-        input_size = _read_shape([model for model, _ in loaded], None)[:2]  # the size nesting them had
+        input_size = _covering_shape(_shapes([model for model, _ in loaded]), None)[:2]  # as nesting them had
     for saved in saved_ensembles:
-        _read_shape([saved], input_size)  # never read smaller than the saved ensemble did
-    members = [
-        (path, member)
+        _covering_shape(_shapes([saved]), input_size)  # never read smaller than the saved ensemble did
+    sourced = [
+        (path, *member)
         for path, (model, metadata) in zip(checkpoints, loaded, strict=True)
         for member in _members_of(path, model, metadata)
     ]
-    _check_no_member_twice([(path, metadata) for path, (_, metadata) in members])
-    members = [member for _, member in members]
+    _check_no_member_twice(sourced)
+    members = [(model, metadata) for _, model, metadata in sourced]
     model = ensemble_model([model for model, _ in members], name=Path(target).stem, input_size=input_size)
     metadata = _ensemble_metadata([metadata for _, metadata in members], model.inputs[0].shape[1:3])
     return save_checkpoint(model, target, metadata, half_precision=half_precision)
@@ -151,21 +168,32 @@ def _check_distinct(checkpoints: Sequence[str | Path]) -> None:
         seen[resolved] = path
 
 
-def _check_no_member_twice(members: Sequence[tuple[str | Path, dict[str, Any]]]) -> None:
-    """Refuse a model that is both given and inside a saved ensemble (or inside two): told by its run, file
-    name and save time, which a saved ensemble keeps in its members' sidecars."""
-    seen: dict[tuple, str | Path] = {}
-    for path, metadata in members:
-        file_name = Path(str(metadata.get("checkpoint", ""))).name
-        saved = (metadata.get("run_name"), metadata.get("created"), metadata.get("epoch"), file_name)
-        if saved[1] is None:
+def _check_no_member_twice(members: Sequence[tuple[str | Path, keras.Model, dict[str, Any]]]) -> None:
+    """Refuse a model that is both given and inside a saved ensemble, or inside two: one with another's save
+    record (run, epoch and save time) and weights (to float16 precision, as a half-precision ensemble keeps
+    them); its probabilities would count double."""
+    seen: dict[tuple, tuple[str | Path, keras.Model]] = {}
+    for path, model, metadata in members:
+        saved = (metadata.get("run_name"), metadata.get("epoch"), metadata.get("created"))
+        if saved[2] is None:
             continue  # no save time recorded (not saved by this project): nothing to compare
-        if saved in seen:
+        if saved in seen and _same_weights(model, seen[saved][1]):
+            name = Path(str(metadata.get("checkpoint", path))).name
             raise CheckpointError(
-                f"{path} and {seen[saved]} hold the same model (saved {saved[1]}): it would count "
-                "double in the ensemble.\nFix: leave out the checkpoint that a saved ensemble already holds."
+                f"The model {name} (saved {saved[2]}) is both in {seen[saved][0]} and in {path}: it would "
+                "count double in the ensemble.\nFix: give it once: leave out the checkpoint a saved ensemble "
+                "already holds, or give that ensemble's members instead of it."
             )
-        seen[saved] = path
+        seen.setdefault(saved, (path, model))
+
+
+def _same_weights(first: keras.Model, second: keras.Model) -> bool:
+    """Whether two models hold the same weights, up to float16 rounding (a half-precision copy)."""
+    ours, theirs = first.get_weights(), second.get_weights()
+    return len(ours) == len(theirs) and all(
+        a.shape == b.shape and np.allclose(a, b, rtol=1e-2, atol=1e-3)
+        for a, b in zip(ours, theirs, strict=True)
+    )
 
 
 def _members_of(
