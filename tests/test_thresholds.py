@@ -201,3 +201,22 @@ def test_a_class_bias_must_have_one_value_per_class_of_the_checkpoint(tmp_path: 
     )  # fmt: skip
     with pytest.raises(CheckpointError, match="class_bias has 2 values but the checkpoint has 7 classes"):
         saved_operating_point(checkpoint)
+
+
+def test_an_operating_point_of_another_model_is_refused(tmp_path: Path) -> None:
+    """The point records when its model was saved: copied beside another model (same classes, so the class
+    count cannot tell), it is refused; copied on purpose (a release), it names the new model."""
+    checkpoint, other = tmp_path / "model.h5", tmp_path / "other.h5"
+    for path, saved in ((checkpoint, "2026-12-05T10:00:00+00:00"), (other, "2026-12-05T11:00:00+00:00")):
+        path.with_suffix(".json").write_text(json.dumps({"class_names": list("abcdefg"), "created": saved}))
+    options = {"threshold": 0.3, "target_sensitivity": 0.9, "temperature": 1.0, "val_metrics": {}}
+    point = save_operating_point(operating_point_path(checkpoint), checkpoint=checkpoint, **options)
+    assert saved_operating_point(checkpoint)["threshold"] == 0.3
+    operating_point_path(other).write_text(point.read_text())
+    with pytest.raises(CheckpointError, match=r"written for a model saved 2026-12-05T10:00(.|\n)*other\.op"):
+        saved_operating_point(other)
+    copy_operating_point(checkpoint, other)
+    assert saved_operating_point(other)["threshold"] == 0.3
+    record = json.loads(point.read_text())
+    operating_point_path(other).write_text(json.dumps({**record, "checkpoint_saved": None}))
+    assert saved_operating_point(other)["threshold"] == 0.3  # written before the record: not checked

@@ -226,6 +226,7 @@ def save_operating_point(
         "temperature": float(temperature),
         "class_bias": None if class_bias is None else [float(value) for value in class_bias],
         "checkpoint": Path(checkpoint).name,
+        "checkpoint_saved": _saved_at(checkpoint),
         "val_metrics": val_metrics,
     }
     return atomic_write_text(path, json.dumps(record, indent=2, default=_to_json) + "\n")
@@ -236,6 +237,7 @@ def copy_operating_point(source_checkpoint: str | Path, target_checkpoint: str |
     partition, whose own validation images are gone, the one fitted by its train-only counterpart."""
     record = load_operating_point(operating_point_path(source_checkpoint))
     record["checkpoint"] = Path(target_checkpoint).name
+    record["checkpoint_saved"] = _saved_at(target_checkpoint)
     record["fitted_for"] = Path(source_checkpoint).name
     return atomic_write_text(operating_point_path(target_checkpoint), json.dumps(record, indent=2) + "\n")
 
@@ -318,12 +320,30 @@ def saved_operating_point(checkpoint_path: str | Path) -> dict[str, Any]:
             "malignant_after_bias": False,
         }
     record = load_operating_point(path, _class_count(checkpoint_path))
+    _check_same_model(record, checkpoint_path, path)
     return {
         "threshold": float(record["threshold"]),
         "temperature": float(record["temperature"]),
         "class_bias": record.get("class_bias"),
         "malignant_after_bias": record["format"] == MALIGNANT_AFTER_BIAS_FORMAT,
     }
+
+
+def _saved_at(checkpoint_path: str | Path) -> str | None:
+    """When the checkpoint was saved, from its sidecar (None: no sidecar or no time): the model's identity."""
+    return (read_metadata(checkpoint_path) or {}).get("created")
+
+
+def _check_same_model(record: dict[str, Any], checkpoint_path: str | Path, path: Path) -> None:
+    """CheckpointError when the operating point was written for another model than the checkpoint beside it
+    (another save time; files written before 2026-12-05 record none and are not checked)."""
+    fitted, saved = record.get("checkpoint_saved"), _saved_at(checkpoint_path)
+    if fitted and saved and fitted != saved:
+        raise _bad_operating_point(
+            f"the operating point was written for a model saved {fitted}, but {Path(checkpoint_path).name} "
+            f"was saved {saved} (the operating point of another model?)",
+            path,
+        )
 
 
 def _class_count(checkpoint_path: str | Path) -> int | None:
