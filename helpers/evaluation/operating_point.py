@@ -319,8 +319,9 @@ def saved_operating_point(checkpoint_path: str | Path) -> dict[str, Any]:
             "class_bias": None,
             "malignant_after_bias": False,
         }
-    record = load_operating_point(path, _class_count(checkpoint_path))
-    _check_same_model(record, checkpoint_path, path)
+    metadata = read_metadata(checkpoint_path) or {}
+    record = load_operating_point(path, _class_count(metadata))
+    _check_same_model(record, metadata, Path(checkpoint_path).name, path)
     return {
         "threshold": float(record["threshold"]),
         "temperature": float(record["temperature"]),
@@ -334,19 +335,21 @@ def _saved_at(checkpoint_path: str | Path) -> str | None:
     return (read_metadata(checkpoint_path) or {}).get("created")
 
 
-def _check_same_model(record: dict[str, Any], checkpoint_path: str | Path, path: Path) -> None:
-    """CheckpointError when the operating point was written for another model than the checkpoint beside it
-    (another save time; files written before 2026-12-05 record none and are not checked)."""
-    fitted, saved = record.get("checkpoint_saved"), _saved_at(checkpoint_path)
+def _check_same_model(record: dict[str, Any], metadata: dict[str, Any], checkpoint: str, path: Path) -> None:
+    """CheckpointError when the operating point was written for another model than ``checkpoint``, whose
+    sidecar is ``metadata`` (another save time; files written before 2026-12-05 record none and are not
+    checked)."""
+    fitted, saved = record.get("checkpoint_saved"), metadata.get("created")
     if fitted and saved and fitted != saved:
         raise _bad_operating_point(
-            f"the operating point was written for a model saved {fitted}, but {Path(checkpoint_path).name} "
-            f"was saved {saved} (the operating point of another model?)",
+            f"the operating point was written for a model saved {fitted}, but {checkpoint} was saved {saved} "
+            "(the operating point of another model?)",
             path,
         )
 
 
-def _class_count(checkpoint_path: str | Path) -> int | None:
-    """The checkpoint's class count, the length its class bias must have (None: unknown)."""
-    names = (read_metadata(checkpoint_path) or {}).get("class_names")
+def _class_count(metadata: dict[str, Any]) -> int | None:
+    """The checkpoint's class count from its sidecar ``metadata``, the length its class bias must have (None:
+    unknown)."""
+    names = metadata.get("class_names")
     return len(names) if isinstance(names, list) else None

@@ -47,7 +47,7 @@ def checkpoint_name(arch: str, version: int, epoch: int, val_metric: float) -> s
 def next_version(arch: str, models_dir: str | Path) -> int:
     """The version number for a new run of ``arch``: one more than the highest saved in ``models_dir``."""
     pattern = re.compile(rf"^{re.escape(arch)}_v(\d+)_\d+_.*{re.escape(CHECKPOINT_SUFFIX)}$")
-    versions = [int(match[1]) for path in _h5_files(models_dir) if (match := pattern.match(path.name))]
+    versions = [int(match[1]) for path in _model_files(models_dir) if (match := pattern.match(path.name))]
     return max(versions, default=0) + 1
 
 
@@ -304,14 +304,7 @@ def check_model_file(path: Path) -> None:
 
 def _name_one_inside(folder: Path) -> str:
     """The fix for a folder given as a checkpoint: the model files it holds, or that it holds none."""
-    try:
-        found = sorted(
-            entry.name
-            for entry in folder.iterdir()
-            if entry.suffix in (".h5", ".keras") and not entry.name.startswith(".") and entry.is_file()
-        )
-    except OSError as error:
-        return f"point to the checkpoint file itself (the folder cannot be listed: {error.strerror})."
+    found = [path.name for path in _model_files(folder, (CHECKPOINT_SUFFIX, ".keras"))]
     if not found:
         return "it holds no .h5 or .keras file; point to the checkpoint file itself."
     shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
@@ -400,18 +393,23 @@ def is_project_checkpoint(path: str | Path) -> bool:
 
 def list_checkpoints(models_dir: str | Path, task: str | None = None) -> list[Path]:
     """The ``.h5`` checkpoints in ``models_dir`` sorted by name, only those made for ``task`` when given."""
-    paths = _h5_files(models_dir)
+    paths = _model_files(models_dir)
     if task is None:
         return paths
     return [path for path in paths if (read_metadata(path) or {}).get("task") == task]
 
 
-def _h5_files(models_dir: str | Path) -> list[Path]:
-    """Checkpoint files in a folder, leaving out the hidden temporaries of writes in progress."""
+def _model_files(models_dir: str | Path, suffixes: Sequence[str] = (CHECKPOINT_SUFFIX,)) -> list[Path]:
+    """Model files (``suffixes``) in a folder, leaving out the hidden temporaries of writes in progress;
+    none when the folder is missing or cannot be listed."""
     folder = Path(models_dir)
     if not folder.is_dir():
         return []
-    return sorted(path for path in folder.glob(f"*{CHECKPOINT_SUFFIX}") if not path.name.startswith("."))
+    return sorted(
+        path
+        for path in folder.glob("*")  # glob, unlike iterdir, yields nothing from a folder it cannot list
+        if path.suffix in suffixes and not path.name.startswith(".") and path.is_file()
+    )
 
 
 def trained_partitions(metadata: dict[str, Any]) -> list[str]:
