@@ -24,9 +24,10 @@ their own intervals. ``--figures DIR`` also writes the training curves and the c
 (no dataset images).
 
 A recipe with ``members`` (``configs/recipe_cpu_ensemble.yaml``: the recipe at two input sizes and on a second
-backbone) trains each member in turn within the one budget, saves their average as one ensemble checkpoint
-(``skinlesion ensemble``) and scores that; each member's training record is kept under ``members``;
-``--set`` applies to every member.
+backbone) trains its members within the one budget (counted from the common start), saves their average as
+one ensemble checkpoint (``skinlesion ensemble``) and scores that; each member's training record is kept under
+``members``; ``--set`` applies to every member. The recipe's ``streams`` train groups of members at the same
+time, each group in its own process and its members in turn; without them, every member in turn.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from helpers.core import config
 from helpers.core.atomic import atomic_write_text
@@ -67,8 +67,9 @@ from helpers.plots.evaluation import confusion_matrix_figure
 from helpers.plots.training import plot_training_curves
 from helpers.runs import append_run, run_label
 from helpers.runs.params import ConfigError, load_run_config, parse_literal
-from helpers.training import TrainConfig, TrainResult, config_from_notebook, train
+from helpers.training import TrainConfig, config_from_notebook
 from helpers.training.settings import TRACKED_PARAMS, TRAINING_NAMES
+from helpers.training.streams import MemberPlan, TrainedMember, train_members
 
 DEFAULT_RECIPE = config.CONFIGS_DIR / "recipe_cpu.yaml"
 EXTERNAL_SET = Path("data") / "ISIC2018_Task3_external_val"
@@ -91,10 +92,12 @@ REPORTED = (
 )
 
 
-def recipe_parameters(recipe: Path, overrides: list[tuple[str, str]]) -> tuple[str, dict, list[dict]]:
-    """The recipe's name, its data/split parameters and the training parameters of each model it trains (one,
+def recipe_parameters(
+    recipe: Path, overrides: list[tuple[str, str]]
+) -> tuple[str, dict, list[dict], list[list[int]]]:
+    """The recipe's name, its data/split parameters, the training parameters of each model it trains (one,
     or one per ensemble member), with ``overrides`` applied to every one (``config_from_notebook`` later
-    expands ``$VARIABLES`` in a weights path, as for the notebooks)."""
+    expands ``$VARIABLES`` in a weights path, as for the notebooks), and its streams (member numbers)."""
     run_config = load_run_config(recipe)
     training = dict(run_config.notebooks.get(TRAINING_SECTION, {}))
     parsed = {name: parse_literal(value) for name, value in overrides}
@@ -104,7 +107,7 @@ def recipe_parameters(recipe: Path, overrides: list[tuple[str, str]]) -> tuple[s
                 f"{where}: {unknown} are no training parameters (typo?); known: {sorted(TRAINING_NAMES)}"
             )
     members = [{**training, **member, **parsed} for member in run_config.members or [{}]]
-    return run_config.name, dict(run_config.parameters), members
+    return run_config.name, dict(run_config.parameters), members, run_config.streams
 
 
 def external_folder(given: Path | None) -> Path | None:
@@ -321,7 +324,7 @@ def publish_release(checkpoints: list[Path], validation_checkpoint: Path, target
 def run(args: argparse.Namespace) -> dict:
     """Train the recipe (each of its members) within the budget, evaluate its best checkpoint (the members'
     ensemble) and return the JSON-ready record."""
-    name, data_params, members = recipe_parameters(args.config, args.set)
+    name, data_params, members, streams = recipe_parameters(args.config, args.set)
     name = args.name or name
     validation_run = read_validation_run(args.release) if args.release else None
     if validation_run is not None:
@@ -339,18 +342,24 @@ def run(args: argparse.Namespace) -> dict:
         val_fraction=data_params.get("val_fraction", config.DEFAULT_HOLDOUT_FRACTION),
         test_fraction=data_params.get("test_fraction", config.DEFAULT_HOLDOUT_FRACTION),
     )
-    trained = train_members(name, members, args.budget_minutes * 60, source, frame, split_file)
-    trainings = [training_record(settings, result) for settings, result in trained]
+    plans = [
+        MemberPlan(
+            training, run_label(name if len(members) == 1 else f"{name}_member{number}", source.is_demo)
+        )
+        for number, training in enumerate(members, start=1)
+    ]
+    trained = train_members(plans, streams, args.budget_minutes * 60, source, frame, split_file)
+    trainings = [training_record(member) for member in trained]
     if validation_run is not None:
         warn_if_cut_short(trainings, args.budget_minutes)
     started = time.perf_counter()
     external = None if source.is_demo else external_folder(args.external)
-    checkpoints = [result.checkpoint_path for _, result in trained]
+    checkpoints = [member.result.checkpoint_path for member in trained]
     if validation_run is not None:
-        target = release_path(name, [settings.arch for settings, _ in trained], source.is_demo)
+        target = release_path(name, [member.settings.arch for member in trained], source.is_demo)
         checkpoint = publish_release(checkpoints, Path(validation_run["checkpoint"]), target)
     elif len(trained) > 1:
-        checkpoint = save_ensemble(checkpoints, free_path(trained[0][0].path("models") / f"{name}.h5"))
+        checkpoint = save_ensemble(checkpoints, free_path(trained[0].settings.path("models") / f"{name}.h5"))
     else:
         checkpoint = checkpoints[0]
     metrics = evaluate(checkpoint, source.root, external, args.n_bootstrap)
@@ -359,7 +368,8 @@ def run(args: argparse.Namespace) -> dict:
         "split_file": str(split_file),
         "partition_images": frame["partition"].value_counts().to_dict(),
         "budget_minutes": args.budget_minutes,
-        "train_wall_time_s": round(sum(result.wall_time_s for _, result in trained), 1),
+        "train_wall_time_s": max(member.ended_after_s for member in trained),  # from the common start
+        **({"streams": streams} if streams else {}),
         "eval_wall_time_s": round(time.perf_counter() - started, 1),
         **(trainings[0] if len(trainings) == 1 else {"members": trainings}),
         "checkpoint": str(checkpoint),
@@ -377,29 +387,6 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
-def train_members(
-    name: str, members: list[dict], budget_s: float, source: DataSource, frame: pd.DataFrame, split_file: Path
-) -> list[tuple[TrainConfig, TrainResult]]:
-    """Train each member in turn, each with what is left of the one budget; (settings, result) pairs."""
-    trained = []
-    for index, training in enumerate(members, start=1):
-        spent = sum(result.wall_time_s for _, result in trained)
-        if spent >= budget_s:
-            raise ConfigError(
-                f"The {budget_s / 60:.0f}-minute budget was spent by members 1-{index - 1} of {len(members)}"
-                f" (their checkpoints are kept in models/).\nFix: raise --budget-minutes or drop members."
-            )
-        label = name if len(members) == 1 else f"{name}_member{index}"
-        settings = config_from_notebook(
-            {**training, "time_budget_s": budget_s - spent},
-            label=run_label(label, source.is_demo),
-            source=source,
-        )
-        result = train(settings, frame, split_file=split_file, data_description=source.description)
-        trained.append((settings, result))
-    return trained
-
-
 def warn_if_cut_short(trainings: list[dict], budget_minutes: float) -> None:
     """Say which released models the budget stopped before the epochs their validation run selected: such a
     release is not the validated recipe (its record keeps ``stopped_by_budget``)."""
@@ -414,9 +401,14 @@ def warn_if_cut_short(trainings: list[dict], budget_minutes: float) -> None:
             )
 
 
-def training_record(settings: TrainConfig, result: TrainResult) -> dict:
-    """What one trained model's record holds: speed, epochs, selected checkpoint, settings and history."""
+def training_record(member: TrainedMember) -> dict:
+    """What one trained model's record holds: speed, epochs, selected checkpoint, settings, history, and when
+    it started and ended (seconds from the common start) in which stream."""
+    settings, result = member.settings, member.result
     return {
+        "stream": member.stream,
+        "started_after_s": member.started_after_s,
+        "ended_after_s": member.ended_after_s,
         "train_wall_time_s": round(result.wall_time_s, 1),
         "train_images_per_s": round(result.images_per_s, 2),
         "epochs_run": len(result.history.get("epoch", [])),

@@ -160,4 +160,4 @@ def test_epoch_progress_prints_one_line_per_epoch(capsys) -> None:
     progress.on_epoch_begin(1)
     progress.on_epoch_end(1, {"loss": 0.5, "val_balanced_accuracy": 0.61234})
     progress.on_train_end()
-    assert "epoch 2/3  loss 0.5  val_balanced_accuracy 0.6123" in capsys.readouterr().out
+    assert "demo: epoch 2/3  loss 0.5  val_balanced_accuracy 0.6123" in capsys.readouterr().out

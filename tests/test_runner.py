@@ -198,6 +198,13 @@ def test_a_config_extends_another_key_by_key_and_lists_ensemble_members(tmp_path
     assert loaded.notebooks == {"02-t": {"lr": 0.1, "seed": 7}, "04-e": {"tta": True}}
     assert loaded.members == [{}, {"img_size": [225, 300]}]
     assert load_run_config(base).members == []  # a config without members trains one model
+    assert loaded.streams == [] and load_run_config(base).streams == []  # members in turn, in one process
+    grandchild = _write_config(
+        tmp_path / "grandchild.yaml", {"name": "g", "extends": child.name, "streams": [[2], [1]]}
+    )
+    assert load_run_config(grandchild).streams == [[2], [1]]  # grouped by member number
+    heir = _write_config(tmp_path / "heir.yaml", {"name": "h", "extends": grandchild.name})
+    assert load_run_config(heir).streams == [[2], [1]] and load_run_config(heir).members == loaded.members
 
 
 @pytest.mark.parametrize(
@@ -209,6 +216,15 @@ def test_a_config_extends_another_key_by_key_and_lists_ensemble_members(tmp_path
         ({"members": [{}]}, "at least two"),
         ({"members": {"a": 1}}, "at least two"),
         ({"members": [{}, {"when": None, "not-identifier": 1}]}, r"members\[1\]"),
+        ({"streams": [[1], [2]]}, r"each of the 0 member"),  # streams without members
+        ({"members": [{}, {}], "streams": [[1], [1]]}, r"\[1, 2\] exactly once"),
+        (
+            {"members": [{}, {}], "streams": [[1], [2], [3]]},
+            r"exactly once.*e\.g\. streams: \[\[1, 2\], \[3\]\]",
+        ),
+        ({"members": [{}, {}], "streams": [[1, 2], []]}, "exactly once"),
+        ({"members": [{}, {}], "streams": [1, 2]}, "grouped in lists"),
+        ({"members": [{}, {}], "streams": [[1], [True]]}, "exactly once"),
     ],
 )
 def test_bad_extends_or_members_are_clear_errors(tmp_path, content, message):

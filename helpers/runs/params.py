@@ -3,9 +3,11 @@
 A config holds a ``name``, ``parameters`` common to all notebooks and optional per-notebook sections under
 ``notebooks``; command-line overrides come last. ``extends: OTHER.yaml`` starts from another config (its
 values, overridden key by key); ``members`` lists training variants (overrides of the ``02-train`` section)
-that ``bench/accuracy.py`` trains and averages as one ensemble. Each notebook only receives the names its
-``parameters`` cell declares, and a name that no notebook declares is an error (a typo must not be silently
-ignored), as is a value whose type does not fit the declared default (caught before any notebook starts).
+that ``bench/accuracy.py`` trains and averages as one ensemble, and ``streams`` optionally groups them (by
+number, from 1) into streams trained at the same time, each stream's members in turn. Each notebook only
+receives the names its ``parameters`` cell declares, and a name that no notebook declares is an error (a typo
+must not be silently ignored), as is a value whose type does not fit the declared default (caught before any
+notebook starts).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import yaml
 from helpers.core import config
 from helpers.core.errors import SkinLesionError
 
-CONFIG_KEYS = frozenset({"name", "parameters", "notebooks", "extends", "members"})
+CONFIG_KEYS = frozenset({"name", "parameters", "notebooks", "extends", "members", "streams"})
 REAL_DATA_CONFIG = "ham10000"
 DEMO_CONFIG = "demo"
 """The configurations ``skinlesion run`` uses by default: for the real HAM10000, and without it."""
@@ -59,6 +61,10 @@ class RunConfig:
     notebooks: dict[str, dict[str, object]] = field(default_factory=dict)
     members: list[dict[str, object]] = field(default_factory=list)
     """Training variants trained and averaged as one ensemble (``bench/accuracy.py``); empty: one model."""
+    streams: list[list[int]] = field(default_factory=list)
+    """Member numbers (from 1) per stream: the streams train at the same time, each in its own process, each
+    stream's members in turn (faster on a machine whose second core one process barely uses); empty: all
+    members in turn in one process."""
 
 
 def default_config_file() -> Path:
@@ -103,7 +109,11 @@ def load_run_config(path: str | Path, _extended_by: tuple[Path, ...] = ()) -> Ru
             for stem in {**base.notebooks, **notebooks}
         }
         members = members or base.members
-    return RunConfig(name=name, path=path, parameters=parameters, notebooks=notebooks, members=members)
+    streams = content.get("streams", base.streams if base is not None else [])
+    _check_streams(streams, len(members), path)
+    return RunConfig(
+        name=name, path=path, parameters=parameters, notebooks=notebooks, members=members, streams=streams
+    )
 
 
 def _base_config(extends: object, path: Path, extended_by: tuple[Path, ...]) -> RunConfig | None:
@@ -131,6 +141,21 @@ def _members(values: object, path: Path) -> list[dict[str, object]]:
         _literal_parameters(value or {}, f"{path}: members[{index}]", path)
         for index, value in enumerate(values)
     ]
+
+
+def _check_streams(streams: object, n_members: int, path: Path) -> None:
+    """ConfigError unless ``streams`` is empty or lists every member number (1..n_members) exactly once."""
+    if streams == []:
+        return
+    numbers = list(range(1, n_members + 1))
+    valid = isinstance(streams, list) and all(
+        isinstance(stream, list) and stream and all(type(n) is int for n in stream) for stream in streams
+    )
+    if not valid or sorted(n for stream in streams for n in stream) != numbers or not n_members:
+        raise ConfigError(
+            f"{path}: 'streams' must list each of the {n_members} member number(s) {numbers} exactly once, "
+            f"grouped in lists (got {streams!r}); e.g. streams: [[1, 2], [3]] trains member 3 beside 1 then 2"
+        )
 
 
 def parse_literal(text: str) -> object:

@@ -342,7 +342,8 @@ class EpochProgress(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         metrics = "  ".join(f"{key} {value:.4g}" for key, value in (logs or {}).items())
         seconds = time.perf_counter() - self.epoch_started
-        self.bar.write(f"epoch {epoch + 1}/{self.params['epochs']}  {metrics}  ({seconds:.1f} s)")
+        epochs = self.params["epochs"]  # named, so that lines of runs trained at once tell themselves apart
+        self.bar.write(f"{self.description}: epoch {epoch + 1}/{epochs}  {metrics}  ({seconds:.1f} s)")
         self.bar.update(1)
 
     def on_train_end(self, logs: dict | None = None) -> None:

@@ -65,10 +65,11 @@ class TrainResult:
     ``images_per_s`` is training images processed (epochs x train images) per second of ``wall_time_s``;
     ``history`` holds per-epoch ``epoch``, ``phase``, ``learning_rate``, ``loss``, ``val_loss``, the
     monitored metric on the training batches and ``val_{metric}`` on the whole validation set;
-    ``stopped_by_budget``: the time budget ended the run before the epochs it was configured for.
+    ``stopped_by_budget``: the time budget ended the run before the epochs it was configured for; ``model`` is
+    None where another process trained it (:mod:`helpers.training.streams`; the checkpoint holds its weights).
     """
 
-    model: keras.Model
+    model: keras.Model | None
     checkpoint_path: Path
     history: dict[str, list]
     monitored: str
