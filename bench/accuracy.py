@@ -349,7 +349,7 @@ def run(args: argparse.Namespace) -> dict:
         for number, training in enumerate(members, start=1)
     ]
     trained = train_members(plans, streams, args.budget_minutes * 60, source, frame, split_file)
-    trainings = [training_record(member) for member in trained]
+    trainings = [training_record(member, ensemble=len(trained) > 1) for member in trained]
     if validation_run is not None:
         warn_if_cut_short(trainings, args.budget_minutes)
     started = time.perf_counter()
@@ -368,7 +368,8 @@ def run(args: argparse.Namespace) -> dict:
         "split_file": str(split_file),
         "partition_images": frame["partition"].value_counts().to_dict(),
         "budget_minutes": args.budget_minutes,
-        "train_wall_time_s": max(member.ended_after_s for member in trained),  # from the common start
+        # an ensemble's: from the common start to the end of its last member (one model's: its own, below)
+        "train_wall_time_s": max(member.ended_after_s for member in trained),
         **({"streams": streams} if streams else {}),
         "eval_wall_time_s": round(time.perf_counter() - started, 1),
         **(trainings[0] if len(trainings) == 1 else {"members": trainings}),
@@ -401,14 +402,14 @@ def warn_if_cut_short(trainings: list[dict], budget_minutes: float) -> None:
             )
 
 
-def training_record(member: TrainedMember) -> dict:
-    """What one trained model's record holds: speed, epochs, selected checkpoint, settings, history, and when
-    it started and ended (seconds from the common start) in which stream."""
+def training_record(member: TrainedMember, ensemble: bool) -> dict:
+    """What one trained model's record holds: speed, epochs, selected checkpoint, settings and history; an
+    ensemble member's also in which stream it trained, and when it started and ended (seconds from the
+    common start)."""
     settings, result = member.settings, member.result
+    timing = {"stream", "started_after_s", "ended_after_s"}
     return {
-        "stream": member.stream,
-        "started_after_s": member.started_after_s,
-        "ended_after_s": member.ended_after_s,
+        **({name: getattr(member, name) for name in timing} if ensemble else {}),
         "train_wall_time_s": round(result.wall_time_s, 1),
         "train_images_per_s": round(result.images_per_s, 2),
         "epochs_run": len(result.history.get("epoch", [])),
@@ -554,7 +555,10 @@ def track(record: dict, output: Path, tracking: Path | None) -> None:
             f"member{index}": "{arch} {input_size} seed {seed}".format(**member["config"])
             for index, member in enumerate(record["members"], start=1)
         }
-        params["time_budget_s"] = record["members"][0]["config"]["time_budget_s"]
+        # the common budget (each member's own is what was left of it when it started)
+        params["time_budget_s"] = record["budget_minutes"] * 60
+        if "streams" in record:
+            params["streams"] = record["streams"]
     else:
         params = {name: record["config"].get(name) for name in (*TRACKED_PARAMS, "time_budget_s")}
     cut = [

@@ -205,6 +205,11 @@ def test_a_config_extends_another_key_by_key_and_lists_ensemble_members(tmp_path
     assert load_run_config(grandchild).streams == [[2], [1]]  # grouped by member number
     heir = _write_config(tmp_path / "heir.yaml", {"name": "h", "extends": grandchild.name})
     assert load_run_config(heir).streams == [[2], [1]] and load_run_config(heir).members == loaded.members
+    fewer = _write_config(
+        tmp_path / "fewer.yaml", {"name": "f", "extends": heir.name, "members": [{}, {}, {}]}
+    )
+    with pytest.raises(ConfigError, match=r"fewer.yaml: 'streams' \(from the config it extends\) must list"):
+        load_run_config(fewer)  # its members outnumber the streams it inherits
 
 
 @pytest.mark.parametrize(
@@ -216,7 +221,7 @@ def test_a_config_extends_another_key_by_key_and_lists_ensemble_members(tmp_path
         ({"members": [{}]}, "at least two"),
         ({"members": {"a": 1}}, "at least two"),
         ({"members": [{}, {"when": None, "not-identifier": 1}]}, r"members\[1\]"),
-        ({"streams": [[1], [2]]}, r"each of the 0 member"),  # streams without members
+        ({"streams": [[1], [2]]}, r"'streams' groups ensemble members, and the config lists no 'members'"),
         ({"members": [{}, {}], "streams": [[1], [1]]}, r"\[1, 2\] exactly once"),
         (
             {"members": [{}, {}], "streams": [[1], [2], [3]]},

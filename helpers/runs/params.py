@@ -62,9 +62,9 @@ class RunConfig:
     members: list[dict[str, object]] = field(default_factory=list)
     """Training variants trained and averaged as one ensemble (``bench/accuracy.py``); empty: one model."""
     streams: list[list[int]] = field(default_factory=list)
-    """Member numbers (from 1) per stream: the streams train at the same time, each in its own process, each
-    stream's members in turn (faster on a machine whose second core one process barely uses); empty: all
-    members in turn in one process."""
+    """Member numbers (from 1) per stream: two or more streams train at the same time, each in its own
+    process, each stream's members in turn (faster on a machine whose second core one process barely uses);
+    empty (or one stream): the members in turn in one process."""
 
 
 def default_config_file() -> Path:
@@ -109,8 +109,9 @@ def load_run_config(path: str | Path, _extended_by: tuple[Path, ...] = ()) -> Ru
             for stem in {**base.notebooks, **notebooks}
         }
         members = members or base.members
-    streams = content.get("streams", base.streams if base is not None else [])
-    _check_streams(streams, len(members), path)
+    inherited = "streams" not in content and base is not None
+    streams = base.streams if inherited else content.get("streams", [])
+    _check_streams(streams, len(members), path, inherited)
     return RunConfig(
         name=name, path=path, parameters=parameters, notebooks=notebooks, members=members, streams=streams
     )
@@ -143,18 +144,21 @@ def _members(values: object, path: Path) -> list[dict[str, object]]:
     ]
 
 
-def _check_streams(streams: object, n_members: int, path: Path) -> None:
+def _check_streams(streams: object, n_members: int, path: Path, inherited: bool) -> None:
     """ConfigError unless ``streams`` is empty or lists every member number (1..n_members) exactly once."""
     if streams == []:
         return
+    where = f"{path}: 'streams' (from the config it extends)" if inherited else f"{path}: 'streams'"
+    if not n_members:
+        raise ConfigError(f"{where} groups ensemble members, and the config lists no 'members'")
     numbers = list(range(1, n_members + 1))
     valid = isinstance(streams, list) and all(
         isinstance(stream, list) and stream and all(type(n) is int for n in stream) for stream in streams
     )
-    if not valid or sorted(n for stream in streams for n in stream) != numbers or not n_members:
+    if not valid or sorted(n for stream in streams for n in stream) != numbers:
         raise ConfigError(
-            f"{path}: 'streams' must list each of the {n_members} member number(s) {numbers} exactly once, "
-            f"grouped in lists (got {streams!r}); e.g. streams: [[1, 2], [3]] trains member 3 beside 1 then 2"
+            f"{where} must list each of the {n_members} member numbers {numbers} exactly once, grouped in "
+            f"lists (got {streams!r}); e.g. streams: [[1, 2], [3]] trains member 3 beside 1 then 2"
         )
 
 

@@ -342,7 +342,7 @@ class EpochProgress(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         metrics = "  ".join(f"{key} {value:.4g}" for key, value in (logs or {}).items())
         seconds = time.perf_counter() - self.epoch_started
-        epochs = self.params["epochs"]  # named, so that lines of runs trained at once tell themselves apart
+        epochs = self.params["epochs"]  # the line starts with the run's name: runs trained at once interleave
         self.bar.write(f"{self.description}: epoch {epoch + 1}/{epochs}  {metrics}  ({seconds:.1f} s)")
         self.bar.update(1)
 

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import os
+import signal
+import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +28,10 @@ from helpers.training.settings import TrainConfig, config_from_notebook
 
 class BudgetSpentError(SkinLesionError):
     """The wall-clock budget ended before a member could start (the members trained so far are kept)."""
+
+
+class StreamError(SkinLesionError):
+    """One or more training streams failed; the members the other streams trained are kept."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,10 @@ class TrainedMember:
     ended_after_s: float
 
 
+Job = tuple[int, MemberPlan]
+"""A member's number (from 1) and its plan."""
+
+
 def train_members(
     plans: Sequence[MemberPlan],
     streams: Sequence[Sequence[int]],
@@ -54,23 +66,61 @@ def train_members(
     frame: pd.DataFrame,
     split_file: Path,
 ) -> list[TrainedMember]:
-    """Train every member before ``budget_s`` seconds from now have passed, in member order; ``streams``
-    groups the member numbers (from 1): each group in its own process, all at once; empty: all in turn here.
-    Each member's own budget is what is left of the common one when it starts."""
-    start = time.time()
+    """Train every member, returned in member order, within ``budget_s`` seconds from now (a member starts
+    only while some is left, and gets what is left as its own budget). ``streams`` groups the member numbers
+    (from 1): two or more groups train at the same time, each in its own process; one group, or none (all
+    members), trains in turn in this process."""
     groups = [list(stream) for stream in streams] or [list(range(1, len(plans) + 1))]
-    jobs = [[(number, plans[number - 1]) for number in group] for group in groups]
+    if sorted(number for group in groups for number in group) != list(range(1, len(plans) + 1)):
+        raise ValueError(f"streams {groups} must list each member number 1..{len(plans)} exactly once")
+    versioned = with_versions(plans, source)
+    jobs = [[(number, versioned[number - 1]) for number in group] for group in groups]
+    start = time.time()
     if len(jobs) == 1:
         trained = train_stream(1, jobs[0], start, budget_s, source, frame, split_file)
     else:
-        jobs = [[(number, _versioned(plans, number, source)) for number, _ in group] for group in jobs]
         trained = _train_concurrently(jobs, start, budget_s, source, frame, split_file)
     return [member for _, member in sorted(trained, key=lambda pair: pair[0])]
 
 
+def with_versions(plans: Sequence[MemberPlan], source: DataSource) -> list[MemberPlan]:
+    """The plans with each member's checkpoint version fixed before any trains: members of one backbone in
+    one folder started at once would each take the next free version and collide on their file names.
+    Versions given explicitly are kept and skipped; one given to two such members is refused."""
+    slots = [_slot(plan, source) for plan in plans]
+    explicit = Counter(
+        (*slot, plan.training["version"])
+        for slot, plan in zip(slots, plans, strict=True)
+        if plan.training.get("version") is not None
+    )
+    if shared := [key for key, count in explicit.items() if count > 1]:
+        arch, folder, version = shared[0]
+        raise SkinLesionError(
+            f"Several members would save {arch} version {version} in {folder} (their checkpoint "
+            "file names would collide).\nFix: drop the 'version' setting (each member gets its own)."
+        )
+    taken = set(explicit)
+    versioned = []
+    for slot, plan in zip(slots, plans, strict=True):
+        if plan.training.get("version") is None:
+            version = next_version(*slot)
+            while (*slot, version) in taken:
+                version += 1
+            taken.add((*slot, version))
+            plan = MemberPlan({**plan.training, "version": version}, plan.label)
+        versioned.append(plan)
+    return versioned
+
+
+def _slot(plan: MemberPlan, source: DataSource) -> tuple[str, Path]:
+    """The backbone and the checkpoint folder a member saves under (which its version numbers)."""
+    settings = config_from_notebook(plan.training, label=plan.label, source=source)
+    return settings.arch, settings.path("models")
+
+
 def train_stream(
     stream: int,
-    jobs: list[tuple[int, MemberPlan]],
+    jobs: list[Job],
     start: float,
     budget_s: float,
     source: DataSource,
@@ -81,69 +131,123 @@ def train_stream(
     ``time.time()``, common to all streams); (member number, trained member) pairs."""
     trained: list[tuple[int, TrainedMember]] = []
     for number, plan in jobs:
-        started = time.time() - start
+        started = round(time.time() - start, 1)  # as recorded: the budget it leaves is the recorded one
         if started >= budget_s:
             done = ", ".join(str(n) for n, _ in trained) or "none"
             raise BudgetSpentError(
-                f"The {budget_s / 60:.0f}-minute budget was spent before member {number} started (members "
-                f"trained in its stream: {done}; their checkpoints are kept in models/).\n"
-                "Fix: raise --budget-minutes or drop members."
+                f"The {budget_s / 60:.0f}-minute budget was spent before member {number} started (stream "
+                f"{stream}; members it trained: {done}; checkpoints kept in {_slot(plan, source)[1]}).\n"
+                "Fix: raise --budget-minutes, move the member to a stream that ends sooner, or drop it."
             )
         settings = config_from_notebook(
             {**plan.training, "time_budget_s": budget_s - started}, label=plan.label, source=source
         )
         result = train(settings, frame, split_file=split_file, data_description=source.description)
-        member = TrainedMember(settings, result, stream, round(started, 1), round(time.time() - start, 1))
+        member = TrainedMember(settings, result, stream, started, round(time.time() - start, 1))
         trained.append((number, member))
     return trained
 
 
-def _versioned(plans: Sequence[MemberPlan], number: int, source: DataSource) -> MemberPlan:
-    """Member ``number`` with its checkpoint version fixed before any stream starts: runs of one backbone
-    started at once would otherwise each take the next free version and collide on their file names."""
-    plan = plans[number - 1]
-    if plan.training.get("version") is not None:
-        return plan
-
-    def slot(member: MemberPlan) -> tuple[str, Path]:
-        settings = config_from_notebook(member.training, label=member.label, source=source)
-        return settings.arch, settings.path("models")
-
-    arch, models_dir = slot(plan)
-    earlier = sum(slot(other) == (arch, models_dir) for other in plans[: number - 1])
-    return MemberPlan({**plan.training, "version": next_version(arch, models_dir) + earlier}, plan.label)
-
-
-def _train_in_child(*args: object) -> list[tuple[int, TrainedMember]]:
-    """:func:`train_stream` in a worker process, its models dropped (Keras models do not cross processes)."""
-    trained = train_stream(*args)  # type: ignore[arg-type]
-    return [(n, dataclasses.replace(m, result=dataclasses.replace(m.result, model=None))) for n, m in trained]
-
-
 def _train_concurrently(
-    jobs: list[list[tuple[int, MemberPlan]]],
+    jobs: list[list[Job]],
     start: float,
     budget_s: float,
     source: DataSource,
     frame: pd.DataFrame,
     split_file: Path,
 ) -> list[tuple[int, TrainedMember]]:
-    """Each stream in its own fresh (spawned: TensorFlow does not survive a fork) process, all at once; every
-    stream runs to its end before the first error, if any, is raised."""
+    """Each stream in its own fresh process (spawned: TensorFlow does not survive a fork), all at once. A
+    stream's failure is printed when it happens and stops no other stream; after the last, every failure is
+    raised together. Stopping this process (Ctrl-C, SIGTERM) stops the streams (they keep resume state)."""
+    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")  # else the first process takes a GPU's memory
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=len(jobs), mp_context=context) as pool:
-        futures = [
-            pool.submit(_train_in_child, stream, stream_jobs, start, budget_s, source, frame, split_file)
-            for stream, stream_jobs in enumerate(jobs, start=1)
-        ]
-        wait(futures)
+    running: dict[Connection, tuple[int, multiprocessing.process.BaseProcess]] = {}
+    for stream, stream_jobs in enumerate(jobs, start=1):
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(
+            target=_stream_process,
+            args=(sender, stream, stream_jobs, start, budget_s, source, frame, split_file),
+            name=f"training-stream-{stream}",
+        )
+        process.start()
+        sender.close()
+        running[receiver] = (stream, process)
     trained: list[tuple[int, TrainedMember]] = []
-    for future in futures:
-        try:
-            trained += future.result()
-        except BrokenProcessPool as error:
-            raise SkinLesionError(
-                "A training stream's process ended abruptly (out of memory?); the checkpoints of finished "
-                "members are kept in models/.\nFix: train fewer streams at once (the config's 'streams')."
-            ) from error
+    failures: list[str] = []
+    with _stopping_on_sigterm(), _terminated_on_exit(process for _, process in running.values()):
+        while running:
+            for receiver in wait(list(running)):
+                stream, process = running.pop(receiver)
+                outcome = _receive(receiver, process)
+                if isinstance(outcome, str):
+                    failures.append(f"stream {stream}: {outcome}")
+                    print(f"Training stream {stream} failed (the other streams go on): {outcome}")
+                else:
+                    trained += outcome
+    if failures:
+        raise StreamError(
+            "Training failed in " + "; ".join(failures) + "\nThe members the other streams trained are kept "
+            "(their checkpoints in the models folder).\nFix: the cause above; for a process that died, train "
+            "fewer streams at once (the config's 'streams')."
+        )
     return trained
+
+
+def _stream_process(sender: Connection, *args: object) -> None:
+    """A stream's process: train it and send back its members (their models dropped: Keras models do not
+    cross processes) or the error's text."""
+    try:
+        trained = train_stream(*args)  # type: ignore[arg-type]  # the arguments _train_concurrently gives
+        sender.send([(n, dataclasses.replace(m, result=_without_model(m.result))) for n, m in trained])
+    except BaseException as error:  # noqa: BLE001 - every failure goes back to the parent, named
+        sender.send(f"{type(error).__name__}: {error}")
+    finally:
+        sender.close()
+
+
+def _without_model(result: TrainResult) -> TrainResult:
+    """``result`` without its Keras model, which cannot cross processes (its checkpoint holds the weights)."""
+    return dataclasses.replace(result, model=None)
+
+
+def _receive(receiver: Connection, process: multiprocessing.process.BaseProcess) -> list | str:
+    """What a stream's process sent (its members, or its error's text), or why it sent nothing."""
+    try:
+        outcome = receiver.recv()
+    except EOFError:
+        process.join()
+        return f"its process ended without a result (exit code {process.exitcode}; killed for memory?)"
+    process.join()
+    return outcome
+
+
+@contextmanager
+def _stopping_on_sigterm() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt here while the streams train (the default would end this process
+    without stopping them)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach only the main thread
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _terminated_on_exit(processes: Iterator[multiprocessing.process.BaseProcess]) -> Iterator[None]:
+    """Send SIGTERM to every process still running when the block ends early (each training run then stops
+    at once, keeping its completed epochs and saying how to resume)."""
+    processes = list(processes)
+    try:
+        yield
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+                process.join()
