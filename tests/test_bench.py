@@ -296,7 +296,7 @@ def test_the_shipped_ensemble_recipe_is_the_recipe_at_two_sizes_and_on_two_backb
     assert members[0] == recipe  # the first member is the recipe itself, all three on its full schedule
     assert members[1] == {**recipe, "img_size": [225, 300]}
     assert members[2] == {**recipe, "arch": "mobilenetv2", "weights": "imagenet"}
-    assert streams == [[1, 2], [3]]  # the two MobileNetV3Small members in turn, beside MobileNetV2
+    assert streams == [[1], [2], [3]]  # the three at the same time, each in its own process
     with pytest.raises(ConfigError, match=r"--set: \['imgsize'\] are no training parameters"):
         accuracy.recipe_parameters(accuracy.DEFAULT_RECIPE, [("imgsize", "[1, 2]")])  # never silently ignored
     typo = tmp_path / "typo.yaml"
