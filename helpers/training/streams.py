@@ -58,6 +58,17 @@ Job = tuple[int, MemberPlan]
 """A member's number (from 1) and its plan."""
 
 
+@dataclass(frozen=True)
+class Budget:
+    """What every stream shares: the common start (a ``time.time()``), the budget from it, and the data."""
+
+    start: float
+    seconds: float
+    source: DataSource
+    frame: pd.DataFrame
+    split_file: Path
+
+
 def train_members(
     plans: Sequence[MemberPlan],
     streams: Sequence[Sequence[int]],
@@ -75,11 +86,11 @@ def train_members(
         raise ValueError(f"streams {groups} must list each member number 1..{len(plans)} exactly once")
     versioned = with_versions(plans, source)
     jobs = [[(number, versioned[number - 1]) for number in group] for group in groups]
-    start = time.time()
+    budget = Budget(time.time(), budget_s, source, frame, split_file)
     if len(jobs) == 1:
-        trained = train_stream(1, jobs[0], start, budget_s, source, frame, split_file)
+        trained = train_stream(1, jobs[0], budget)
     else:
-        trained = _train_concurrently(jobs, start, budget_s, source, frame, split_file)
+        trained = _train_concurrently(jobs, budget)
     return [member for _, member in sorted(trained, key=lambda pair: pair[0])]
 
 
@@ -118,20 +129,14 @@ def _slot(plan: MemberPlan, source: DataSource) -> tuple[str, Path]:
     return settings.arch, settings.path("models")
 
 
-def train_stream(
-    stream: int,
-    jobs: list[Job],
-    start: float,
-    budget_s: float,
-    source: DataSource,
-    frame: pd.DataFrame,
-    split_file: Path,
-) -> list[tuple[int, TrainedMember]]:
-    """Train one stream's members in turn, each with what is left of the budget counted from ``start`` (a
-    ``time.time()``, common to all streams); (member number, trained member) pairs."""
+def train_stream(stream: int, jobs: list[Job], budget: Budget) -> list[tuple[int, TrainedMember]]:
+    """Train one stream's members in turn, each with what is left of the budget counted from its common start;
+    (member number, trained member) pairs."""
+    source, budget_s = budget.source, budget.seconds
     trained: list[tuple[int, TrainedMember]] = []
     for number, plan in jobs:
-        started = round(time.time() - start, 1)  # as recorded: the budget it leaves is the recorded one
+        # rounded as recorded, so that the budget it leaves is the recorded one
+        started = round(time.time() - budget.start, 1)
         if started >= budget_s:
             done = ", ".join(str(n) for n, _ in trained) or "none"
             raise BudgetSpentError(
@@ -142,20 +147,15 @@ def train_stream(
         settings = config_from_notebook(
             {**plan.training, "time_budget_s": budget_s - started}, label=plan.label, source=source
         )
-        result = train(settings, frame, split_file=split_file, data_description=source.description)
-        member = TrainedMember(settings, result, stream, started, round(time.time() - start, 1))
+        result = train(
+            settings, budget.frame, split_file=budget.split_file, data_description=source.description
+        )
+        member = TrainedMember(settings, result, stream, started, round(time.time() - budget.start, 1))
         trained.append((number, member))
     return trained
 
 
-def _train_concurrently(
-    jobs: list[list[Job]],
-    start: float,
-    budget_s: float,
-    source: DataSource,
-    frame: pd.DataFrame,
-    split_file: Path,
-) -> list[tuple[int, TrainedMember]]:
+def _train_concurrently(jobs: list[list[Job]], budget: Budget) -> list[tuple[int, TrainedMember]]:
     """Each stream in its own fresh process (spawned: TensorFlow does not survive a fork), all at once. A
     stream's failure is printed when it happens and stops no other stream; after the last, every failure is
     raised together. Stopping this process (Ctrl-C, SIGTERM) stops the streams (they keep resume state)."""
@@ -166,7 +166,7 @@ def _train_concurrently(
         receiver, sender = context.Pipe(duplex=False)
         process = context.Process(
             target=_stream_process,
-            args=(sender, stream, stream_jobs, start, budget_s, source, frame, split_file),
+            args=(sender, stream, stream_jobs, budget),
             name=f"training-stream-{stream}",
         )
         process.start()
@@ -193,11 +193,11 @@ def _train_concurrently(
     return trained
 
 
-def _stream_process(sender: Connection, *args: object) -> None:
+def _stream_process(sender: Connection, stream: int, jobs: list[Job], budget: Budget) -> None:
     """A stream's process: train it and send back its members (their models dropped: Keras models do not
     cross processes) or the error's text."""
     try:
-        trained = train_stream(*args)  # type: ignore[arg-type]  # the arguments _train_concurrently gives
+        trained = train_stream(stream, jobs, budget)
         sender.send([(n, dataclasses.replace(m, result=_without_model(m.result))) for n, m in trained])
     except BaseException as error:  # noqa: BLE001 - every failure goes back to the parent, named
         sender.send(f"{type(error).__name__}: {error}")
