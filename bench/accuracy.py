@@ -407,7 +407,7 @@ def training_record(member: TrainedMember, ensemble: bool) -> dict:
     ensemble member's also in which stream it trained, and when it started and ended (seconds from the
     common start)."""
     settings, result = member.settings, member.result
-    timing = {"stream", "started_after_s", "ended_after_s"}
+    timing = ("stream", "started_after_s", "ended_after_s")
     return {
         **({name: getattr(member, name) for name in timing} if ensemble else {}),
         "train_wall_time_s": round(result.wall_time_s, 1),

@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -350,23 +350,19 @@ class TrainingRun:
         """While a phase trains, SIGTERM raises TrainingStopped (it used to end the process without a word)
         and Ctrl-C prints the same advice: the completed epochs are kept, and how to continue from them."""
 
-        def stopped(signum: int, frame: object) -> None:
-            raise TrainingStopped(
+        def stopped() -> TrainingStopped:
+            return TrainingStopped(
                 f"Training run {self.config.name!r} was stopped by SIGTERM. {self._resume_hint()}"
             )
 
-        in_main_thread = threading.current_thread() is threading.main_thread()  # signals reach only it
-        previous = signal.signal(signal.SIGTERM, stopped) if in_main_thread else None
         try:
-            yield
+            with raising_on_sigterm(stopped):
+                yield
         except KeyboardInterrupt:
             print(
                 f"Training run {self.config.name!r} was interrupted. {self._resume_hint()}", file=sys.stderr
             )
             raise
-        finally:
-            if in_main_thread:
-                signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
     def _resume_hint(self) -> str:
         """What a stopped run keeps and how to continue it."""
@@ -521,6 +517,24 @@ class TimeBudget(keras.callbacks.Callback):
             self.cut_a_phase = epoch + 1 < self.params["epochs"]
             self.model.stop_training = True
             print(f"Time budget reached after epoch {epoch + 1}: stopping, keeping the best checkpoint")
+
+
+@contextlib.contextmanager
+def raising_on_sigterm(error: Callable[[], BaseException]) -> Iterator[None]:
+    """While the block runs, SIGTERM raises ``error()`` in it (by default SIGTERM ends the process without a
+    word or any clean-up); nothing changes outside the main thread, which alone receives signals."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise error()
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def _check_resumable(state: RunState, config: TrainConfig, resume_dir: Path) -> None:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
-import signal
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -22,7 +20,7 @@ import pandas as pd
 from helpers.core.errors import SkinLesionError
 from helpers.data.source import DataSource
 from helpers.models.checkpoints import next_version
-from helpers.training.run import TrainResult, train
+from helpers.training.run import TrainResult, raising_on_sigterm, train
 from helpers.training.settings import TrainConfig, config_from_notebook
 
 
@@ -174,7 +172,9 @@ def _train_concurrently(jobs: list[list[Job]], budget: Budget) -> list[tuple[int
         running[receiver] = (stream, process)
     trained: list[tuple[int, TrainedMember]] = []
     failures: list[str] = []
-    with _stopping_on_sigterm(), _terminated_on_exit(process for _, process in running.values()):
+    processes = [process for _, process in running.values()]
+    # SIGTERM here (its default would end this process and leave the streams training) stops them too
+    with raising_on_sigterm(KeyboardInterrupt), _terminated_on_exit(processes):
         while running:
             for receiver in wait(list(running)):
                 stream, process = running.pop(receiver)
@@ -222,28 +222,9 @@ def _receive(receiver: Connection, process: multiprocessing.process.BaseProcess)
 
 
 @contextmanager
-def _stopping_on_sigterm() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt here while the streams train (the default would end this process
-    without stopping them)."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is not threading.main_thread():  # signals reach only the main thread
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextmanager
-def _terminated_on_exit(processes: Iterator[multiprocessing.process.BaseProcess]) -> Iterator[None]:
+def _terminated_on_exit(processes: list[multiprocessing.process.BaseProcess]) -> Iterator[None]:
     """Send SIGTERM to every process still running when the block ends early (each training run then stops
     at once, keeping its completed epochs and saying how to resume)."""
-    processes = list(processes)
     try:
         yield
     finally:
